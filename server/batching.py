@@ -1,0 +1,284 @@
+"""The dynamic batcher, written once for every model. It knows nothing about any model.
+
+A model gives it two things: ``run_batch(payloads) -> results`` (one forward pass, called on the
+model's own worker thread) and a cost per item (tokens, or audio frames). The batcher:
+
+* takes whatever is waiting the moment the worker is free (continuous batching): a lone request
+  never waits for a timer;
+* bounds a batch by ``max_batch_cost`` counted with padding (rows x costliest row) and by
+  ``max_batch_size``;
+* groups items of similar cost inside a look-ahead window of the oldest ``lookahead`` items, always
+  including the oldest item, so nothing is overtaken more than a bounded number of times;
+* refuses work past ``max_queue`` items (503 + Retry-After) instead of growing a backlog;
+* drops an item whose caller is gone (future cancelled) before it is computed;
+* isolates failures: a batch that raises is split in halves and retried, so one bad item fails
+  only its own request; CUDA out-of-memory takes the same path after freeing the cache;
+* drains on close: stops accepting, finishes what is queued, then stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from server.errors import ClientDisconnected, Overloaded, OutOfMemory, PayloadTooLarge, ShuttingDown, Timeout
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+@dataclass(eq=False)
+class _Item:
+    payload: Any
+    cost: int
+    future: asyncio.Future
+    queued: bool = True
+
+
+@dataclass
+class BatchRecord:
+    """What one forward pass looked like, for metrics."""
+
+    size: int
+    padded_cost: int
+    real_cost: int
+    seconds: float
+    failed_items: int
+
+
+@dataclass
+class BatcherStats:
+    """Monotonic counters; read by /metrics and by tests."""
+
+    submitted: int = 0
+    computed: int = 0
+    dropped: int = 0
+    rejected: int = 0
+    batches: int = 0
+    failed: int = 0
+    oom_splits: int = 0
+
+
+def is_cuda_oom(err: BaseException) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return isinstance(err, torch.cuda.OutOfMemoryError)
+
+
+def _free_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class Batcher(Generic[P, R]):
+    name: str
+    run_batch: Callable[[list[P]], Sequence[R | BaseException]]
+    max_batch_cost: int
+    max_batch_size: int
+    max_queue: int
+    lookahead: int = 64
+    retry_after_s: int = 1
+    on_batch: Callable[[BatchRecord], None] | None = None
+    is_oom: Callable[[BaseException], bool] = is_cuda_oom
+    on_oom: Callable[[], None] = _free_cuda_cache
+    stats: BatcherStats = field(default_factory=BatcherStats)
+
+    def __post_init__(self) -> None:
+        self._queue: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task | None = None
+        # One thread per model: forward passes of one model never overlap, and never run on the loop.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batcher-{self.name}")
+
+    # ---- public surface -------------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+
+    def submit(self, items: Sequence[tuple[P, int]]) -> list[asyncio.Future]:
+        """Queue ``(payload, cost)`` items of one request, all or none; returns one future per item."""
+        if self._closing:
+            raise ShuttingDown("The server is shutting down; retry on another replica.")
+        if len(items) > self.max_queue:
+            raise PayloadTooLarge(
+                f"The request has {len(items)} items; this server queues at most {self.max_queue} per model."
+            )
+        if len(self._queue) + len(items) > self.max_queue:
+            self.stats.rejected += len(items)
+            raise Overloaded(f"The {self.name} queue is full; retry shortly.", self.retry_after_s)
+        loop = asyncio.get_running_loop()
+        futures = []
+        for payload, cost in items:
+            item = _Item(payload, max(1, int(cost)), loop.create_future())
+            item.future.add_done_callback(lambda fut, it=item: self._forget_if_cancelled(it))
+            self._queue.append(item)
+            futures.append(item.future)
+        self.stats.submitted += len(items)
+        self._wakeup.set()
+        return futures
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop accepting, finish what is queued (up to ``timeout`` seconds), then stop the worker."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except asyncio.TimeoutError:
+                log.warning("%s: drain timed out with %d items queued", self.name, len(self._queue))
+                self._task.cancel()
+                for item in list(self._queue):
+                    if not item.future.done():
+                        item.future.set_exception(ShuttingDown("The server shut down before this item ran."))
+                self._queue.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---- worker loop ----------------------------------------------------------------------------
+
+    def _forget_if_cancelled(self, item: _Item) -> None:
+        if item.future.cancelled() and item.queued:
+            item.queued = False
+            self._queue.remove(item)
+            self.stats.dropped += 1
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = self._next_batch()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self._run_isolated, [i.payload for i in batch])
+            except Exception as err:  # a bug in the batcher itself: fail the batch, keep serving
+                log.exception("%s: batch failed outside the model", self.name)
+                results = [err] * len(batch)
+            self._deliver(batch, results, time.perf_counter() - started)
+
+    def _next_batch(self) -> list[_Item]:
+        """Pick the oldest item plus the neighbours in cost that add the least padding."""
+        window = []
+        while self._queue and len(window) < self.lookahead:
+            item = self._queue.popleft()
+            if item.future.done():  # cancelled; its done-callback has not run yet
+                item.queued = False
+                self.stats.dropped += 1
+            else:
+                window.append(item)
+        if not window:
+            return []
+        head = window[0]
+        by_cost = sorted(window, key=lambda it: it.cost)
+        lo = hi = next(i for i, it in enumerate(by_cost) if it is head)
+        longest, count = head.cost, 1
+        while count < self.max_batch_size:
+            shorter = by_cost[lo - 1] if lo > 0 else None
+            longer = by_cost[hi + 1] if hi + 1 < len(by_cost) else None
+            # Padding added: a shorter item pads up to `longest`; a longer one pads every row so far.
+            waste_short = longest - shorter.cost if shorter else None
+            waste_long = count * (longer.cost - longest) if longer else None
+            fits_long = longer is not None and (count + 1) * longer.cost <= self.max_batch_cost
+            fits_short = shorter is not None and (count + 1) * longest <= self.max_batch_cost
+            if fits_short and (not fits_long or waste_short <= waste_long):
+                lo -= 1
+            elif fits_long:
+                hi += 1
+                longest = longer.cost
+            else:
+                break
+            count += 1
+        chosen = by_cost[lo : hi + 1]
+        chosen_ids = {id(it) for it in chosen}
+        self._queue.extendleft(reversed([it for it in window if id(it) not in chosen_ids]))
+        for it in chosen:
+            it.queued = False
+        return chosen
+
+    def _run_isolated(self, payloads: list[P]) -> list[R | BaseException]:
+        """Runs on the worker thread. A failing batch is bisected until the failing items stand alone."""
+        try:
+            results = list(self.run_batch(payloads))
+            if len(results) != len(payloads):
+                raise RuntimeError(f"run_batch returned {len(results)} results for {len(payloads)} items")
+            return results
+        except Exception as err:
+            oom = self.is_oom(err)
+            if oom:
+                self.on_oom()
+            if len(payloads) == 1:
+                if oom:
+                    return [OutOfMemory("This input does not fit in accelerator memory, even alone.")]
+                log.error("%s: item failed: %r", self.name, err, exc_info=err)
+                return [err]
+            if oom:
+                self.stats.oom_splits += 1
+            mid = len(payloads) // 2
+            return self._run_isolated(payloads[:mid]) + self._run_isolated(payloads[mid:])
+
+    def _deliver(self, batch: list[_Item], results: Sequence[Any], seconds: float) -> None:
+        failed = 0
+        for item, result in zip(batch, results):
+            if isinstance(result, BaseException):
+                failed += 1
+            if item.future.done():  # cancelled while computing; completing it again would raise
+                continue
+            if isinstance(result, BaseException):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+        self.stats.batches += 1
+        self.stats.computed += len(batch)
+        self.stats.failed += failed
+        if self.on_batch is not None:
+            costs = [it.cost for it in batch]
+            self.on_batch(BatchRecord(len(batch), len(batch) * max(costs), sum(costs), seconds, failed))
+
+
+async def gather_results(
+    futures: list[asyncio.Future],
+    timeout: float,
+    is_gone: Callable[[], Awaitable[bool]] | None = None,
+    poll_s: float = 0.25,
+) -> list:
+    """Await a request's item futures; cancel them all (so queued items are dropped) if the caller
+    is gone or ``timeout`` passes (504). The first failing item's error is raised."""
+    deadline = time.monotonic() + timeout
+    pending = set(futures)
+    try:
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout(f"The request did not complete within {timeout:g} s.")
+            _, pending = await asyncio.wait(pending, timeout=min(poll_s, left))
+            if pending and is_gone is not None and await is_gone():
+                raise ClientDisconnected("The client closed the connection.")
+        return [f.result() for f in futures]
+    finally:
+        for f in futures:
+            if not f.done():
+                f.cancel()

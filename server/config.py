@@ -1,0 +1,100 @@
+"""The one settings object. Every field is an env var (``INFERENCE_<FIELD>``) and a CLI flag.
+
+The CLI (server/cli.py) builds its flags from these fields, so a setting is declared once, here,
+with its help text. Nothing is built at import time: ``create_app(settings)`` takes an instance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "INFERENCE_"
+
+# Hub ids served by default; "none" turns a model off.
+DEFAULT_EMBEDDING_MODEL = "BAAI/bge-m3"
+DEFAULT_RERANKER_MODEL = "BAAI/bge-reranker-v2-m3"
+DEFAULT_ASR_MODEL = "FunAudioLLM/SenseVoiceSmall"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # --- network ---
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
+
+    # --- compute ---
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N. auto picks cuda when available.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Weights/activations dtype. auto = float16 on CUDA, float32 on CPU."
+    )
+    cpu_threads: int = Field(0, ge=0, description="torch intra-op threads on CPU (0 = torch's default).")
+
+    # --- models ---
+    embedding_model: str = Field(
+        DEFAULT_EMBEDDING_MODEL, description="bge-m3: a local directory, a hub id, or none."
+    )
+    reranker_model: str = Field(
+        DEFAULT_RERANKER_MODEL, description="bge-reranker-v2-m3: a local directory, a hub id, or none."
+    )
+    asr_model: str = Field(
+        DEFAULT_ASR_MODEL, description="SenseVoiceSmall: a local directory, a hub id, or none."
+    )
+    models_dir: Path = Field(Path("models"), description="Where models/<name> are looked up and downloaded to.")
+    offline: bool = Field(False, description="Never touch the network; fail at start if a model is missing.")
+    demo: bool = Field(
+        False, description="Serve tiny random-weight models (meaningless outputs) to try the API without weights."
+    )
+
+    # --- access ---
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted Bearer keys (flag repeatable; env comma-separated). None = open server.",
+    )
+
+    # --- batching and limits ---
+    max_batch_tokens: int = Field(
+        16384, ge=1, description="Padded tokens per forward pass (rows x longest row)."
+    )
+    max_batch_size: int = Field(32, ge=1, description="Items per forward pass.")
+    max_queue: int = Field(4096, ge=1, description="Items waiting per model before new work gets 503.")
+    batch_lookahead: int = Field(
+        64, ge=1, description="Queued items considered when grouping by length; bounds reordering."
+    )
+    request_timeout: float = Field(
+        300.0, gt=0, description="Seconds a request may wait for its results before 504."
+    )
+    shutdown_timeout: float = Field(
+        30.0, gt=0, description="Seconds to finish in-flight and queued work after SIGTERM before exiting."
+    )
+    max_inputs_per_request: int = Field(2048, ge=1, description="Inputs in one embeddings request.")
+    embedding_max_tokens: int = Field(
+        8192, ge=2, description="Longest input (tokens, incl. <s></s>) bge-m3 accepts; longer is 400 unless truncated."
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest JSON request body, in bytes (413 past it)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> Settings:
+        # An item longer than the budget could never be batched; refuse the combination up front.
+        if self.max_batch_tokens < self.embedding_max_tokens:
+            raise ValueError(
+                f"max_batch_tokens ({self.max_batch_tokens}) must be >= embedding_max_tokens "
+                f"({self.embedding_max_tokens}) so the longest accepted input fits in one batch"
+            )
+        if self.max_inputs_per_request > self.max_queue:
+            raise ValueError("max_inputs_per_request must be <= max_queue, or a full-size request could never queue")
+        return self

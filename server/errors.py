@@ -1,0 +1,150 @@
+"""One error hierarchy, one status table, one body shape, one handler.
+
+Every error leaves the server as OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+Internal faults are a 500 with a fixed message; the details go to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """Configuration or model files that keep the server from starting; the message is for the operator."""
+
+
+class ApiError(Exception):
+    """An error with a defined HTTP status; its message is safe to show the client."""
+
+    status = 400
+    type = "invalid_request_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.code
+        self.headers = headers or {}
+
+
+class InvalidRequest(ApiError):
+    status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(ApiError):
+    status = 404
+    code = "model_not_found"
+
+    def __init__(self, model: str, served: list[str]):
+        super().__init__(
+            f"The model '{model}' does not exist or is not served here. Served: {', '.join(served) or 'none'}.",
+            param="model",
+        )
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Overloaded(ApiError):
+    """Queue full: the client should retry later; carries Retry-After."""
+
+    status = 503
+    type = "server_error"
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class NotReady(ApiError):
+    status = 503
+    type = "server_error"
+    code = "not_ready"
+
+
+class ShuttingDown(ApiError):
+    status = 503
+    type = "server_error"
+    code = "shutting_down"
+
+
+class OutOfMemory(ApiError):
+    """A single item does not fit in accelerator memory even alone."""
+
+    status = 503
+    type = "server_error"
+    code = "out_of_memory"
+
+
+class ClientDisconnected(ApiError):
+    """The caller went away; nobody reads this response (499 as nginx logs it)."""
+
+    status = 499
+    code = "client_closed_request"
+
+
+class Timeout(ApiError):
+    status = 504
+    type = "server_error"
+    code = "timeout"
+
+
+def error_body(message: str, type_: str, param: str | None, code: str | None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _response(err: ApiError) -> JSONResponse:
+    return JSONResponse(
+        error_body(err.message, err.type, err.param, err.code),
+        status_code=err.status,
+        headers=err.headers,
+    )
+
+
+_STARLETTE_TYPES = {401: "authentication_error", 404: "invalid_request_error"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, err: ApiError) -> JSONResponse:
+        return _response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "header", "path")]
+        param = ".".join(loc) or None
+        message = f"{param}: {first.get('msg', 'invalid value')}" if param else first.get("msg", "invalid request")
+        # OpenAI answers 400 (not FastAPI's 422) for a body that breaks the schema; its clients expect that.
+        return _response(InvalidRequest(message, param=param, code="invalid_value"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        err_type = _STARLETTE_TYPES.get(err.status_code, "invalid_request_error" if err.status_code < 500 else "server_error")
+        body = error_body(str(err.detail), err_type, None, None)
+        return JSONResponse(body, status_code=err.status_code, headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, err: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path, exc_info=err)
+        return JSONResponse(
+            error_body("Internal server error.", "server_error", None, "internal_error"), status_code=500
+        )
+

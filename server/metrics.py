@@ -1,0 +1,78 @@
+"""Prometheus metrics, one registry per app (so several apps can live in one process, as in tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from server.batching import Batcher, BatchRecord
+
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+_RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _BatcherCollector(Collector):
+    """Reads the batchers' own counters at scrape time: one source of truth, no double bookkeeping."""
+
+    def __init__(self) -> None:
+        self.batchers: dict[str, Batcher] = {}
+
+    def collect(self) -> Iterator:
+        depth = GaugeMetricFamily("inference_queue_depth", "Items waiting in the model's queue.", labels=["model"])
+        items = CounterMetricFamily(
+            "inference_items", "Batcher items by outcome (submitted, computed, dropped, rejected, failed).",
+            labels=["model", "outcome"],
+        )
+        for model, batcher in self.batchers.items():
+            depth.add_metric([model], batcher.queue_depth)
+            s = batcher.stats
+            for outcome in ("submitted", "computed", "dropped", "rejected", "failed", "oom_splits"):
+                items.add_metric([model, outcome], getattr(s, outcome))
+        yield depth
+        yield items
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._batchers = _BatcherCollector()
+        self.registry.register(self._batchers)
+        self.batch_size = Histogram(
+            "inference_batch_size", "Items per forward pass.", ["model"], buckets=_SIZE_BUCKETS, registry=self.registry
+        )
+        self.batch_cost = Histogram(
+            "inference_batch_tokens", "Padded cost (tokens) per forward pass.", ["model"],
+            buckets=_TOKEN_BUCKETS, registry=self.registry,
+        )
+        self.batch_padding = Histogram(
+            "inference_batch_padding_ratio", "Share of a batch's padded cost that is padding.", ["model"],
+            buckets=_RATIO_BUCKETS, registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "inference_batch_seconds", "Seconds per forward pass.", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "inference_request_seconds", "Request latency by route and status.", ["route", "status"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.tokens = Counter(
+            "inference_input_tokens", "Input tokens accepted, per model.", ["model"], registry=self.registry
+        )
+
+    def track(self, model: str, batcher: Batcher) -> None:
+        self._batchers.batchers[model] = batcher
+
+    def batch_observer(self, model: str):
+        def observe(record: BatchRecord) -> None:
+            self.batch_size.labels(model).observe(record.size)
+            self.batch_cost.labels(model).observe(record.padded_cost)
+            self.batch_padding.labels(model).observe(1 - record.real_cost / record.padded_cost)
+            self.batch_seconds.labels(model).observe(record.seconds)
+
+        return observe

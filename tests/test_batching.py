@@ -1,0 +1,279 @@
+"""The batcher alone, against fake compute functions: fast and deterministic."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from server.batching import Batcher, gather_results
+from server.errors import Overloaded, OutOfMemory, PayloadTooLarge, ShuttingDown, Timeout
+
+
+class FakeModel:
+    """Records every batch; can be held at a gate so that work piles up in the queue."""
+
+    def __init__(self, fail_on: object = None):
+        self.batches: list[list] = []
+        self.threads: set[int] = set()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_on = fail_on
+
+    def run_batch(self, payloads: list) -> list:
+        self.gate.wait(5)
+        self.threads.add(threading.get_ident())
+        if self.fail_on is not None and self.fail_on in payloads:
+            raise ValueError("bad item")
+        self.batches.append(list(payloads))
+        return [f"done:{p}" for p in payloads]
+
+
+def make(model: FakeModel, **kw) -> Batcher:
+    opts = dict(name="fake", run_batch=model.run_batch, max_batch_cost=100, max_batch_size=8, max_queue=64)
+    opts.update(kw)
+    return Batcher(**opts)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _hold(model: FakeModel, batcher: Batcher):
+    """Occupy the worker with one blocker item, so everything submitted next waits in the queue."""
+    model.gate.clear()
+    blocker = batcher.submit([("blocker", 1)])
+    while batcher.queue_depth:  # the worker has taken the blocker and now waits at the gate
+        await asyncio.sleep(0.005)
+    return blocker
+
+
+def test_lone_request_runs_at_once_and_off_the_event_loop():
+    async def go():
+        model = FakeModel()
+        b = make(model)
+        b.start()
+        [fut] = b.submit([("a", 5)])
+        assert await asyncio.wait_for(fut, 2) == "done:a"
+        await b.close()
+        return model
+
+    loop_thread = threading.get_ident()
+    model = run(go())
+    assert model.batches == [["a"]]  # not held back to fill a batch
+    assert loop_thread not in model.threads
+
+
+def test_batches_respect_padded_budget_and_size():
+    costs = [30, 10, 45, 5, 20, 25, 50, 10, 15, 40, 5, 35]
+
+    async def go():
+        model = FakeModel()
+        b = make(model, max_batch_cost=100, max_batch_size=4)
+        b.start()
+        blocker = await _hold(model, b)
+        futs = b.submit([(f"i{i}", c) for i, c in enumerate(costs)])
+        model.gate.set()
+        await asyncio.gather(*blocker, *futs)
+        await b.close()
+        return model
+
+    model = run(go())
+    cost = {f"i{i}": c for i, c in enumerate(costs)}
+    batches = [batch for batch in model.batches if batch != ["blocker"]]
+    assert sorted(p for batch in batches for p in batch) == sorted(cost)  # each item computed exactly once
+    for batch in batches:
+        assert len(batch) <= 4
+        assert len(batch) * max(cost[p] for p in batch) <= 100
+
+
+def test_similar_lengths_are_grouped_within_the_window():
+    async def go():
+        model = FakeModel()
+        b = make(model, max_batch_cost=400, max_batch_size=4)
+        b.start()
+        blocker = await _hold(model, b)
+        # Interleaved long (100) and short (10) items: FIFO batches would pad every short row to 100.
+        futs = b.submit([(f"{'L' if i % 2 else 'S'}{i}", 100 if i % 2 else 10) for i in range(8)])
+        model.gate.set()
+        await asyncio.gather(*blocker, *futs)
+        await b.close()
+        return model
+
+    model = run(go())
+    batches = [batch for batch in model.batches if batch != ["blocker"]]
+    assert all(len({p[0] for p in batch}) == 1 for batch in batches), batches
+
+
+def test_oldest_item_is_never_overtaken_beyond_the_window():
+    async def go():
+        model = FakeModel()
+        b = make(model, max_batch_cost=1000, max_batch_size=4, lookahead=8)
+        b.start()
+        blocker = await _hold(model, b)
+        # One long item first, then many short ones that would all be "better" batch mates of each other.
+        futs = b.submit([("long", 500)] + [(f"s{i}", 5) for i in range(20)])
+        model.gate.set()
+        await asyncio.gather(*blocker, *futs)
+        await b.close()
+        return model
+
+    model = run(go())
+    batches = [batch for batch in model.batches if batch != ["blocker"]]
+    assert "long" in batches[0]
+    # Shorts leave in arrival order windows: no short item waits behind more than lookahead later ones.
+    order = [p for batch in batches for p in batch if p != "long"]
+    for position, name in enumerate(order):
+        assert int(name[1:]) <= position + 8
+
+
+def test_cancelled_items_are_dropped_before_compute():
+    async def go():
+        model = FakeModel()
+        b = make(model)
+        b.start()
+        blocker = await _hold(model, b)
+        keep, gone = b.submit([("keep", 5), ("gone", 5)])
+        gone.cancel()
+        await asyncio.sleep(0)
+        model.gate.set()
+        await asyncio.gather(*blocker, keep)
+        await b.close()
+        return model, b
+
+    model, b = run(go())
+    assert all("gone" not in batch for batch in model.batches)
+    assert b.stats.dropped == 1
+    assert b.stats.submitted == 3 and b.stats.computed == 2
+
+
+def test_an_error_in_one_item_fails_only_that_item_and_the_worker_goes_on():
+    async def go():
+        model = FakeModel(fail_on="bad")
+        b = make(model)
+        b.start()
+        blocker = await _hold(model, b)
+        futs = b.submit([("ok1", 5), ("bad", 5), ("ok2", 5)])
+        model.gate.set()
+        results = await asyncio.gather(*blocker, *futs, return_exceptions=True)
+        later = await asyncio.wait_for(b.submit([("after", 5)])[0], 2)
+        await b.close()
+        return results, later, b
+
+    results, later, b = run(go())
+    assert results[1] == "done:ok1" and results[3] == "done:ok2"
+    assert isinstance(results[2], ValueError)
+    assert later == "done:after"
+    assert b.stats.failed == 1
+
+
+class FakeOOM(RuntimeError):
+    pass
+
+
+def test_out_of_memory_splits_the_batch_and_retries():
+    freed = []
+
+    def run_batch(payloads):
+        if sum(payloads) > 20:  # "memory" holds 20 units
+            raise FakeOOM("CUDA out of memory")
+        return [p * 2 for p in payloads]
+
+    async def go():
+        b = Batcher(name="oom", run_batch=run_batch, max_batch_cost=10_000, max_batch_size=16, max_queue=64,
+                    is_oom=lambda e: isinstance(e, FakeOOM), on_oom=lambda: freed.append(1))
+        b.start()
+        futs = b.submit([(v, 1) for v in (5, 5, 5, 5, 5, 5, 25)])
+        results = await asyncio.gather(*futs, return_exceptions=True)
+        await b.close()
+        return results, b
+
+    results, b = run(go())
+    assert results[:6] == [10] * 6
+    assert isinstance(results[6], OutOfMemory)  # 25 never fits, even alone
+    assert b.stats.oom_splits >= 1 and freed
+
+
+def test_full_queue_refuses_the_whole_request_with_retry_after():
+    async def go():
+        model = FakeModel()
+        b = make(model, max_queue=4)
+        b.start()
+        blocker = await _hold(model, b)
+        b.submit([("a", 1), ("b", 1), ("c", 1)])
+        with pytest.raises(Overloaded) as err:
+            b.submit([("d", 1), ("e", 1)])
+        depth = b.queue_depth
+        with pytest.raises(PayloadTooLarge):
+            b.submit([(i, 1) for i in range(5)])  # could never fit: not a retryable 503
+        model.gate.set()
+        await asyncio.gather(*blocker)
+        await b.close()
+        return err.value, depth
+
+    err, depth = run(go())
+    assert err.status == 503 and err.headers["Retry-After"] == "1"
+    assert depth == 3  # nothing of the refused request was queued
+
+
+def test_close_drains_the_queue_then_refuses_new_work():
+    async def go():
+        model = FakeModel()
+        b = make(model, max_batch_size=2)
+        b.start()
+        blocker = await _hold(model, b)
+        futs = b.submit([(f"q{i}", 5) for i in range(7)])
+        closing = asyncio.create_task(b.close(timeout=5))
+        await asyncio.sleep(0.01)
+        with pytest.raises(ShuttingDown):
+            b.submit([("late", 1)])
+        model.gate.set()
+        await closing
+        return [f.result() for f in futs], blocker[0].result()
+
+    results, blocked = run(go())
+    assert results == [f"done:q{i}" for i in range(7)]
+    assert blocked == "done:blocker"
+
+
+def test_gather_results_times_out_and_drops_the_queued_items():
+    async def go():
+        model = FakeModel()
+        b = make(model)
+        b.start()
+        blocker = await _hold(model, b)
+        futs = b.submit([("slow", 5)])
+        with pytest.raises(Timeout):
+            await gather_results(futs, timeout=0.05)
+        await asyncio.sleep(0)
+        model.gate.set()
+        await asyncio.gather(*blocker)
+        await b.close()
+        return model, b
+
+    model, b = run(go())
+    assert all("slow" not in batch for batch in model.batches)
+    assert b.stats.dropped == 1
+
+
+def test_gather_results_cancels_when_the_client_is_gone():
+    async def go():
+        model = FakeModel()
+        b = make(model)
+        b.start()
+        blocker = await _hold(model, b)
+        futs = b.submit([("x", 5)])
+
+        async def gone() -> bool:
+            return True
+
+        with pytest.raises(Exception) as err:
+            await gather_results(futs, timeout=5, is_gone=gone, poll_s=0.01)
+        model.gate.set()
+        await asyncio.gather(*blocker)
+        await b.close()
+        return err.value, b
+
+    err, b = run(go())
+    assert err.status == 499 and b.stats.dropped == 1
