@@ -99,6 +99,8 @@ class Batcher(Generic[P, R]):
     def __post_init__(self) -> None:
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
+        self._running = asyncio.Event()
+        self._running.set()
         self._closing = False
         self._task: asyncio.Task | None = None
         # One thread per model: forward passes of one model never overlap, and never run on the loop.
@@ -136,10 +138,18 @@ class Batcher(Generic[P, R]):
         self._wakeup.set()
         return futures
 
+    def pause(self) -> None:
+        """Hold new batches (the one computing finishes). For tests and maintenance; work still queues."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
     async def close(self, timeout: float | None = None) -> None:
         """Stop accepting, finish what is queued (up to ``timeout`` seconds), then stop the worker."""
         self._closing = True
         self._wakeup.set()
+        self._running.set()  # a paused batcher still drains
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
@@ -169,6 +179,7 @@ class Batcher(Generic[P, R]):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            await self._running.wait()
             batch = self._next_batch()
             if not batch:
                 continue

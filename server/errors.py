@@ -106,6 +106,27 @@ class Timeout(ApiError):
     code = "timeout"
 
 
+# Pydantic tags the members of a union in the error location ("str", "list[int]"); a client knows
+# only the field, so those tags are left out of `param`.
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict"}
+
+
+def _from_validation(errors: list[dict]) -> InvalidRequest:
+    if not errors:
+        return InvalidRequest("Invalid request.")
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return InvalidRequest("The request body is not valid JSON.", code="invalid_json")
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "header", "path")]
+    loc = [p for p in loc if p not in _UNION_TAGS and "[" not in p]
+    param = ".".join(loc) or None
+    if param and sum(1 for e in errors if e.get("loc", ())[1:2] == first.get("loc", ())[1:2]) > 1:
+        message = f"'{param}' does not have an accepted type or value."
+    else:
+        message = f"'{param}': {first.get('msg', 'invalid value')}." if param else first.get("msg", "Invalid request.")
+    return InvalidRequest(message, param=param, code="invalid_value")
+
+
 def error_body(message: str, type_: str, param: str | None, code: str | None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
@@ -128,12 +149,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
-        first = err.errors()[0] if err.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "header", "path")]
-        param = ".".join(loc) or None
-        message = f"{param}: {first.get('msg', 'invalid value')}" if param else first.get("msg", "invalid request")
-        # OpenAI answers 400 (not FastAPI's 422) for a body that breaks the schema; its clients expect that.
-        return _response(InvalidRequest(message, param=param, code="invalid_value"))
+        return _response(_from_validation(err.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:

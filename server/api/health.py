@@ -1,0 +1,34 @@
+"""Probes and metrics: GET /health (liveness), /ready (readiness), /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from server.api.responses import runtime
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict:
+    """The process is up and its event loop answers."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """200 once every configured model is loaded; 503 while loading or draining."""
+    rt = runtime(request)
+    body = {
+        "status": "ready" if rt.ready else ("draining" if rt.closing else "loading"),
+        "models": {kind: kind in rt.served for kind in rt.configured},
+    }
+    return JSONResponse(body, status_code=200 if rt.ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,126 @@
+"""`inference-server serve|download`. Flags are generated from the Settings fields, so each
+setting is declared once (server/config.py) and is both a flag and an env var."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import typing
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError
+
+from server.config import ENV_PREFIX, Settings
+from server.errors import StartupError
+
+log = logging.getLogger("server")
+
+# Flags whose name differs from the field's: --api-key is given once per key.
+_FLAG_NAMES = {"api_keys": "--api-key"}
+_METAVARS = {int: "N", float: "SECONDS", Path: "DIR", str: "VALUE"}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+        default = field.default_factory() if field.default_factory else field.default
+        help_text = f"{field.description} [env {ENV_PREFIX}{name.upper()}; default: {default}]"
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        elif name == "api_keys":
+            parser.add_argument(flag, dest=name, action="append", default=argparse.SUPPRESS,
+                                metavar="KEY", help=help_text)
+        else:
+            choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is Literal else None
+            metavar = None if choices else _METAVARS.get(field.annotation, "VALUE")
+            parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, choices=choices, metavar=metavar,
+                                help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inference-server", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="Serve the models over HTTP.")
+    _add_settings_flags(serve)
+    download = commands.add_parser("download", help="Fetch the real models into models/ (for air-gapped hosts).")
+    download.add_argument("which", nargs="*", choices=["embedding", "reranker", "asr", "all"], default=["all"],
+                          help="Which models (default: all).")
+    download.add_argument("--models-dir", type=Path, default=argparse.SUPPRESS, help="Target directory.")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    return Settings(**overrides)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
+    if settings.demo:
+        from server.tiny_models import demo_settings
+
+        settings = demo_settings(settings)
+    if settings.offline:
+        # Belt and braces: the libraries underneath (transformers, huggingface_hub) stay off the network too.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    fatal: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def on_fatal(reason: str) -> None:
+        fatal.append(reason)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal=on_fatal)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            timeout_graceful_shutdown=int(settings.shutdown_timeout))
+    server = uvicorn.Server(config)
+    server.run()
+    if fatal:
+        print(f"inference-server: {fatal[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def download(which: list[str], models_dir: Path) -> int:
+    from server.models import store
+
+    kinds = list(store.SPECS) if "all" in which else which
+    for kind in kinds:
+        spec = store.SPECS[kind]
+        path = store.download(spec, spec.repo_id, models_dir)
+        print(f"{spec.served_name}: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "download":
+            _configure_logging("info")
+            return download(args.which, getattr(args, "models_dir", Settings.model_fields["models_dir"].default))
+        settings = _settings(args)
+        _configure_logging(settings.log_level)
+        return serve(settings)
+    except ValidationError as err:
+        print(f"inference-server: invalid settings:\n{err}", file=sys.stderr)
+        return 2
+    except StartupError as err:
+        print(f"inference-server: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

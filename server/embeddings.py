@@ -1,0 +1,109 @@
+"""Request preparation for /v1/embeddings: validate, tokenize (off the event loop), check lengths,
+queue one batcher item per input, and shape the answer."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from server.batching import Batcher, gather_results
+from server.errors import InvalidRequest
+from server.models.bge_m3 import BgeM3, EmbedItem, EmbedResult
+from server.schemas.embeddings import EmbeddingRequest
+
+
+def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        # OpenAI's format: the raw little-endian float32 bytes.
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return vector.tolist()
+
+
+class EmbeddingService:
+    def __init__(self, model: BgeM3, batcher: Batcher, *, max_tokens: int, max_inputs: int, timeout: float):
+        self.model = model
+        self.batcher = batcher
+        self.max_tokens = min(max_tokens, model.max_tokens)
+        self.max_inputs = max_inputs
+        self.timeout = timeout
+
+    async def create(self, req: EmbeddingRequest, is_gone: Callable[[], Awaitable[bool]] | None = None) -> dict:
+        if req.dimensions is not None and req.dimensions != self.model.dim:
+            raise InvalidRequest(
+                f"dimensions={req.dimensions} is not supported: bge-m3 vectors have {self.model.dim} dimensions.",
+                param="dimensions",
+            )
+        inputs = self._as_list(req.input)
+        token_ids = await run_in_threadpool(self._tokenize, inputs)
+        token_ids = [self._fit(ids, i, req.truncate) for i, ids in enumerate(token_ids)]
+
+        items = [(EmbedItem(ids, sparse=req.return_sparse, colbert=req.return_colbert), len(ids)) for ids in token_ids]
+        results: list[EmbedResult] = await gather_results(self.batcher.submit(items), self.timeout, is_gone)
+
+        tokens = sum(len(ids) for ids in token_ids)
+        # Turning thousands of vectors into lists/base64 is CPU work: keep it off the event loop.
+        data = await run_in_threadpool(lambda: [self._data(i, r, req) for i, r in enumerate(results)])
+        return {
+            "object": "list",
+            "data": data,
+            "model": req.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    def _as_list(self, raw: str | list) -> list[str | list[int]]:
+        if isinstance(raw, str):
+            inputs: list = [raw]
+        elif raw and isinstance(raw[0], int):
+            inputs = [raw]  # one list of token ids
+        else:
+            inputs = list(raw)
+        if not inputs:
+            raise InvalidRequest("input must not be an empty list.", param="input")
+        if len(inputs) > self.max_inputs:
+            raise InvalidRequest(
+                f"input has {len(inputs)} items; at most {self.max_inputs} per request.", param="input"
+            )
+        for i, value in enumerate(inputs):
+            if len(value) == 0:
+                raise InvalidRequest(f"input[{i}] is empty.", param="input")
+        return inputs
+
+    def _tokenize(self, inputs: list[str | list[int]]) -> list[list[int]]:
+        texts = [(i, v) for i, v in enumerate(inputs) if isinstance(v, str)]
+        out: list = list(inputs)
+        if texts:
+            for (i, _), ids in zip(texts, self.model.tokenize([t for _, t in texts])):
+                out[i] = ids
+        vocab = self.model.vocab_size
+        for i, value in enumerate(inputs):
+            if not isinstance(value, str):
+                bad = next((t for t in value if t >= vocab), None)
+                if bad is not None:
+                    raise InvalidRequest(f"input[{i}] has token id {bad}; the vocabulary has {vocab}.", param="input")
+                out[i] = self.model.wrap_ids(value)
+        return out
+
+    def _fit(self, ids: list[int], index: int, truncate: bool) -> list[int]:
+        if len(ids) <= self.max_tokens:
+            return ids
+        if not truncate:
+            raise InvalidRequest(
+                f"input[{index}] has {len(ids)} tokens; bge-m3 accepts at most {self.max_tokens}. "
+                "Shorten it, or send truncate=true to cut it.",
+                param="input",
+                code="context_length_exceeded",
+            )
+        # Same as the tokenizer's own truncation of one sequence: keep <s> and the head, end with </s>.
+        return ids[: self.max_tokens - 1] + ids[-1:]
+
+    def _data(self, index: int, result: EmbedResult, req: EmbeddingRequest) -> dict:
+        data = {"object": "embedding", "index": index, "embedding": encode_vector(result.dense, req.encoding_format)}
+        if result.sparse is not None:
+            key = self.model.token_text if req.sparse_format == "token" else str
+            data["sparse_embedding"] = {key(token_id): w for token_id, w in result.sparse.items()}
+        if result.colbert is not None:
+            data["colbert_embedding"] = [encode_vector(v, req.encoding_format) for v in result.colbert]
+        return data

@@ -1,0 +1,127 @@
+"""bge-m3 through FlagEmbedding: dense, sparse (lexical weights) and ColBERT vectors.
+
+The model is loaded by FlagEmbedding's own ``BGEM3FlagModel`` (so weights, heads and tokenizer are
+exactly the reference's); we call its inference module's ``forward`` on batches the batcher forms,
+instead of ``encode``, which re-tokenizes, re-sorts, truncates at 512 and forces float32 on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from server.errors import StartupError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbedItem:
+    input_ids: list[int]  # with <s> ... </s>
+    sparse: bool = False
+    colbert: bool = False
+
+
+@dataclass
+class EmbedResult:
+    dense: np.ndarray  # float32, L2-normalized
+    sparse: dict[int, float] | None = None  # token id -> weight, as FlagEmbedding's lexical_weights
+    colbert: np.ndarray | None = None  # (tokens - 1, dim) float32, L2-normalized rows
+
+
+class BgeM3:
+    """The model contract: ``cost(item)`` and ``run_batch(items)``, on one device."""
+
+    def __init__(self, path: Path, device: torch.device, dtype: torch.dtype):
+        from FlagEmbedding import BGEM3FlagModel
+
+        try:
+            reference = BGEM3FlagModel(
+                str(path),
+                use_fp16=dtype == torch.float16,
+                use_bf16=dtype == torch.bfloat16,
+                devices=[str(device)],
+                normalize_embeddings=True,
+            )
+        except Exception as err:  # a bad config or weight file: say which directory, not a bare traceback
+            raise StartupError(f"Could not load bge-m3 from {path}: {type(err).__name__}: {err}") from err
+        self.tokenizer = reference.tokenizer
+        self.model = reference.model.to(device=device, dtype=dtype).eval()
+        self.device = device
+        self.dim = self.model.model.config.hidden_size
+        # The reference drops these ids from lexical weights (FlagEmbedding's _process_token_weights).
+        self._unused_ids = {
+            self.tokenizer.convert_tokens_to_ids(self.tokenizer.special_tokens_map[name])
+            for name in ("cls_token", "eos_token", "pad_token", "unk_token")
+            if name in self.tokenizer.special_tokens_map
+        }
+        # Position embeddings hold max_length + 2 (XLM-R's padding offset): 8194 -> 8192 tokens.
+        self.max_tokens = self.model.model.config.max_position_embeddings - 2
+
+    # ---- request preparation helpers (run in a thread pool, never on the event loop) ----
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+
+    def wrap_ids(self, ids: list[int]) -> list[int]:
+        return self.tokenizer.build_inputs_with_special_tokens(ids)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def token_text(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])
+
+    # ---- the batch contract ----
+
+    @staticmethod
+    def cost(item: EmbedItem) -> int:
+        return len(item.input_ids)
+
+    @torch.inference_mode()
+    def run_batch(self, items: list[EmbedItem]) -> list[EmbedResult]:
+        features = self._pad([it.input_ids for it in items])
+        want_sparse = any(it.sparse for it in items)
+        want_colbert = any(it.colbert for it in items)
+        out = self.model(
+            features, return_dense=True, return_sparse=want_sparse, return_colbert_vecs=want_colbert
+        )
+        dense = out["dense_vecs"].float().cpu().numpy()
+        weights = out["sparse_vecs"].squeeze(-1).float().cpu().numpy() if want_sparse else None
+        colbert = out["colbert_vecs"].float().cpu().numpy() if want_colbert else None
+        results = []
+        for row, item in enumerate(items):
+            result = EmbedResult(dense=dense[row])
+            if item.sparse:
+                result.sparse = self._lexical_weights(weights[row], item.input_ids)
+            if item.colbert:
+                # Row 0 of the ColBERT output is token 1 (<s> is skipped), so a text of n tokens has n - 1.
+                result.colbert = colbert[row, : len(item.input_ids) - 1]
+            results.append(result)
+        return results
+
+    def _pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Right-pad with <pad> and mask it, as the tokenizer's own pad() does."""
+        longest = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), longest), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            attention_mask[i, : len(row)] = 1
+        return {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
+
+    def _lexical_weights(self, weights: np.ndarray, input_ids: list[int]) -> dict[int, float]:
+        """Max weight per token id, without special tokens or zero weights (as the reference)."""
+        result: dict[int, float] = {}
+        for weight, token_id in zip(weights.tolist(), input_ids):
+            if token_id not in self._unused_ids and weight > 0 and weight > result.get(token_id, 0.0):
+                result[token_id] = weight
+        return result
+
+    def warm_up(self) -> None:
+        self.run_batch([EmbedItem(self.tokenize(["warm up"])[0], sparse=True, colbert=True)])

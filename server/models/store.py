@@ -1,0 +1,143 @@
+"""Where a model's files come from: an explicit directory, ``models/<name>``, the Hugging Face cache,
+or (only when downloads are allowed) the hub. It never loads weights; adapters do that."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from server.errors import StartupError
+
+log = logging.getLogger(__name__)
+
+NONE = "none"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the server knows of one model family it serves."""
+
+    kind: str  # the settings field prefix: embedding | reranker | asr
+    served_name: str  # the name /v1/models lists
+    aliases: tuple[str, ...]
+    repo_id: str  # default hub id
+    required_files: tuple[str, ...]  # each entry: one file, or alternatives separated by "|"
+    # Weights in other formats (ONNX, TF, flax) are skipped: they would triple the download.
+    ignore_patterns: tuple[str, ...] = ("onnx/*", "*.onnx", "*.onnx_data", "*.h5", "*.msgpack", "*.ot", "imgs/*")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.served_name, *self.aliases)
+
+
+EMBEDDING = ModelSpec(
+    kind="embedding",
+    served_name="bge-m3",
+    aliases=("BAAI/bge-m3",),
+    repo_id="BAAI/bge-m3",
+    required_files=(
+        "config.json",
+        "model.safetensors|pytorch_model.bin",
+        "tokenizer.json|sentencepiece.bpe.model",
+        "colbert_linear.pt",
+        "sparse_linear.pt",
+    ),
+)
+RERANKER = ModelSpec(
+    kind="reranker",
+    served_name="BAAI/bge-reranker-v2-m3",
+    aliases=("bge-reranker-v2-m3",),
+    repo_id="BAAI/bge-reranker-v2-m3",
+    required_files=("config.json", "model.safetensors|pytorch_model.bin", "tokenizer.json|sentencepiece.bpe.model"),
+)
+ASR = ModelSpec(
+    kind="asr",
+    served_name="FunAudioLLM/SenseVoiceSmall",
+    aliases=("SenseVoiceSmall", "iic/SenseVoiceSmall"),
+    repo_id="FunAudioLLM/SenseVoiceSmall",
+    required_files=("config.yaml", "model.pt", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model"),
+)
+SPECS: dict[str, ModelSpec] = {s.kind: s for s in (EMBEDDING, RERANKER, ASR)}
+
+
+def local_name(repo_id: str) -> str:
+    """``BAAI/bge-m3`` lives in ``models/bge-m3``."""
+    return repo_id.rstrip("/").split("/")[-1]
+
+
+def _looks_like_path(value: str) -> bool:
+    # A hub id is "name" or "org/name"; anything else is meant as a directory.
+    return value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value
+
+
+def check_files(spec: ModelSpec, path: Path) -> None:
+    """A present but broken directory is an error at start, not a traceback at the first request."""
+    missing = [f for f in spec.required_files if not any((path / alt).is_file() for alt in f.split("|"))]
+    if missing:
+        raise StartupError(
+            f"The {spec.kind} model directory {path} is incomplete: missing {', '.join(missing)}. "
+            f"Re-download it with `inference-server download {spec.kind}` or copy the full {spec.repo_id} repo there."
+        )
+
+
+def resolve(spec: ModelSpec, value: str, models_dir: Path, offline: bool) -> Path | None:
+    """Find the directory of a model given its setting (a path, a hub id, or ``none``)."""
+    if value.strip().lower() == NONE:
+        return None
+    candidate = Path(value).expanduser()
+    if candidate.is_dir():
+        check_files(spec, candidate)
+        return candidate
+    if _looks_like_path(value):
+        raise StartupError(f"The {spec.kind} model directory {value} does not exist.")
+
+    in_models = models_dir / local_name(value)
+    if in_models.is_dir():
+        check_files(spec, in_models)
+        return in_models
+
+    cached = _from_hf_cache(value, spec)
+    if cached is not None:
+        return cached
+
+    if offline:
+        raise StartupError(
+            f"The {spec.kind} model {value} is not available offline. Put its files in {in_models} "
+            f"(on a connected machine: `inference-server download {spec.kind}`, then copy {models_dir}/), "
+            f"or pass --{spec.kind}-model /path/to/dir, or --{spec.kind}-model none to not serve it."
+        )
+    return download(spec, value, models_dir)
+
+
+def _from_hf_cache(repo_id: str, spec: ModelSpec) -> Path | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        path = Path(snapshot_download(repo_id, local_files_only=True, ignore_patterns=list(spec.ignore_patterns)))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    try:
+        check_files(spec, path)
+    except StartupError:
+        log.warning("ignoring incomplete Hugging Face cache entry for %s at %s", repo_id, path)
+        return None
+    return path
+
+
+def download(spec: ModelSpec, repo_id: str, models_dir: Path) -> Path:
+    """Fetch a model into ``models/<name>`` (huggingface_hub shows a progress bar)."""
+    from huggingface_hub import snapshot_download
+
+    target = models_dir / local_name(repo_id)
+    log.info("downloading %s into %s", repo_id, target)
+    try:
+        snapshot_download(repo_id, local_dir=target, ignore_patterns=list(spec.ignore_patterns))
+    except Exception as err:
+        raise StartupError(
+            f"Could not download {repo_id} into {target}: {err}. On a machine without internet, copy the "
+            f"model there by hand and start with --offline."
+        ) from err
+    check_files(spec, target)
+    return target

@@ -1,0 +1,61 @@
+"""POST /v1/embeddings: OpenAI's request and response, plus bge-m3's opt-in sparse and ColBERT outputs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+TokenIds = list[Annotated[StrictInt, Field(ge=0)]]
+
+
+class EmbeddingRequest(BaseModel):
+    # Unknown fields are ignored, as clients (LangChain, LlamaIndex) send a few of their own.
+    model_config = ConfigDict(extra="ignore")
+
+    input: StrictStr | list[StrictStr] | TokenIds | list[TokenIds] = Field(
+        description="A text, a list of texts, a list of token ids, or a list of token-id lists."
+    )
+    model: StrictStr = Field(description="bge-m3 or BAAI/bge-m3.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="float: JSON numbers; base64: little-endian float32 bytes, base64-encoded."
+    )
+    dimensions: StrictInt | None = Field(None, description="Accepted only when equal to the model's (1024).")
+    user: str | None = Field(None, description="Accepted and ignored.")
+    # --- extensions (send with the openai SDK through extra_body) ---
+    truncate: bool = Field(
+        False, description="Extension: cut inputs longer than the model's limit instead of answering 400."
+    )
+    return_sparse: bool = Field(
+        False, description="Extension: add `sparse_embedding`, bge-m3's lexical weights (token -> weight)."
+    )
+    sparse_format: Literal["id", "token"] = Field(
+        "id", description="Extension: key lexical weights by token id (as a string) or by token text."
+    )
+    return_colbert: bool = Field(
+        False, description="Extension: add `colbert_embedding`, one normalized vector per token after <s>."
+    )
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="Dense, L2-normalized; base64 string if asked.")
+    sparse_embedding: dict[str, float] | None = Field(
+        None, description="Extension, with return_sparse: lexical weights keyed by token id or text."
+    )
+    colbert_embedding: list[list[float]] | list[str] | None = Field(
+        None, description="Extension, with return_colbert: per-token vectors (each base64 if asked)."
+    )
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = Field(description="Tokens fed to the model, including <s> and </s>.")
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
