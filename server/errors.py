@@ -139,7 +139,8 @@ def _response(err: ApiError) -> JSONResponse:
     )
 
 
-_STARLETTE_TYPES = {401: "authentication_error", 404: "invalid_request_error"}
+# Errors raised by the framework itself (unknown path, wrong method, body cap while streaming).
+_FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -153,8 +154,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        err_type = _STARLETTE_TYPES.get(err.status_code, "invalid_request_error" if err.status_code < 500 else "server_error")
-        body = error_body(str(err.detail), err_type, None, None)
+        err_type = "invalid_request_error" if err.status_code < 500 else "server_error"
+        body = error_body(str(err.detail), err_type, None, _FRAMEWORK_CODES.get(err.status_code))
         return JSONResponse(body, status_code=err.status_code, headers=getattr(err, "headers", None))
 
     @app.exception_handler(Exception)

@@ -36,6 +36,9 @@ TINY_CONFIG = dict(
     max_position_embeddings=MODEL_MAX_LENGTH + 2,  # RoBERTa positions start after pad id 1
     type_vocab_size=1,
     layer_norm_eps=1e-5,  # as in bge-m3's config.json (the XLMRobertaConfig default is 1e-12)
+    # Only the random init, not the architecture: at the default 0.02 a 32-wide model's
+    # residual stream is all embedding, so every text gets the same vector and score.
+    initializer_range=0.2,
     pad_token_id=1,
     bos_token_id=0,
     eos_token_id=2,
@@ -141,7 +144,7 @@ def build_xlmr_tokenizer(target: Path) -> None:
 def _build(target: Path, seed: int, overrides: dict, kind: str, write_weights) -> Path:
     """Shared skeleton: skip finished builds, write tokenizer + weights, marker last."""
     target = Path(target)
-    stamp = json.dumps({"kind": kind, "seed": seed, "overrides": overrides}, sort_keys=True)
+    stamp = json.dumps({"kind": kind, "seed": seed, "overrides": overrides}, sort_keys=True, default=str)
     marker = target / MARKER
     # The marker is written last, so its presence means every other file is complete;
     # its content guards against reusing a build made with other settings.

@@ -1,0 +1,264 @@
+"""/v1/embeddings on a tiny bge-m3 loaded through the real path, checked against FlagEmbedding."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import random
+
+import numpy as np
+import pytest
+from FlagEmbedding import BGEM3FlagModel
+
+from conftest import live_server
+
+TEXTS = [
+    "hello world",
+    "The giant panda is a bear native to South Central China.",
+    "你好，世界。今天天气很好。",
+    "short",
+    " ".join(["a longer input that repeats itself"] * 40),
+    "日本語のテキストと한국어 텍스트 mixed with English 123.",
+]
+
+
+@pytest.fixture(scope="module")
+def reference(bge_m3_dir):
+    return BGEM3FlagModel(str(bge_m3_dir), use_fp16=False, devices="cpu")
+
+
+def embed(client, body: dict) -> dict:
+    response = client.post("/v1/embeddings", json={"model": "bge-m3", **body})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_dense_sparse_and_colbert_equal_the_reference(embed_server, reference):
+    with embed_server.client() as client:
+        got = embed(client, {"input": TEXTS, "return_sparse": True, "return_colbert": True})
+    want = reference.encode(TEXTS, max_length=8192, return_dense=True, return_sparse=True, return_colbert_vecs=True)
+    assert [d["index"] for d in got["data"]] == list(range(len(TEXTS)))
+    for i, item in enumerate(got["data"]):
+        dense = np.array(item["embedding"], dtype=np.float32)
+        assert np.abs(dense - want["dense_vecs"][i]).max() <= 1e-5
+        assert np.linalg.norm(dense) == pytest.approx(1.0, abs=1e-5)
+        sparse, ref_sparse = item["sparse_embedding"], want["lexical_weights"][i]
+        assert sparse.keys() == ref_sparse.keys()
+        assert all(abs(sparse[k] - float(ref_sparse[k])) <= 1e-5 for k in sparse)
+        colbert = np.array(item["colbert_embedding"], dtype=np.float32)
+        assert colbert.shape == want["colbert_vecs"][i].shape
+        assert np.abs(colbert - want["colbert_vecs"][i]).max() <= 1e-5
+    assert sum(len(item["sparse_embedding"]) for item in got["data"]) > len(TEXTS)  # not trivially empty
+
+
+def test_sparse_keys_as_token_text_match_the_reference_conversion(embed_server, reference):
+    with embed_server.client() as client:
+        got = embed(client, {"input": TEXTS[1], "return_sparse": True, "sparse_format": "token"})
+    ref = reference.encode([TEXTS[1]], return_dense=False, return_sparse=True)["lexical_weights"][0]
+    want = reference.convert_id_to_token(ref)
+    sparse = got["data"][0]["sparse_embedding"]
+    assert sparse.keys() == want.keys()
+    assert max(abs(sparse[k] - float(want[k])) for k in sparse) <= 1e-5
+
+
+def test_extensions_are_absent_unless_asked(embed_server):
+    with embed_server.client() as client:
+        item = embed(client, {"input": "hello"})["data"][0]
+    assert set(item) == {"object", "index", "embedding"}
+
+
+def test_base64_is_little_endian_float32_of_the_same_vector(embed_server):
+    with embed_server.client() as client:
+        floats = embed(client, {"input": TEXTS[:3]})
+        b64 = embed(client, {"input": TEXTS[:3], "encoding_format": "base64"})
+    for f, b in zip(floats["data"], b64["data"]):
+        decoded = np.frombuffer(base64.b64decode(b["embedding"]), dtype="<f4")
+        assert np.array_equal(decoded, np.array(f["embedding"], dtype=np.float32))
+
+
+def test_token_id_inputs_equal_their_text(embed_server, reference):
+    ids = [reference.tokenizer(t, add_special_tokens=False)["input_ids"] for t in TEXTS[:2]]
+    with embed_server.client() as client:
+        from_text = embed(client, {"input": TEXTS[:2]})
+        one_list = embed(client, {"input": ids[0]})
+        many_lists = embed(client, {"input": ids})
+    assert np.allclose(one_list["data"][0]["embedding"], from_text["data"][0]["embedding"], atol=1e-6)
+    for a, b in zip(many_lists["data"], from_text["data"]):
+        assert np.allclose(a["embedding"], b["embedding"], atol=1e-6)
+    assert many_lists["usage"] == from_text["usage"]
+
+
+def test_usage_counts_the_tokens_fed_to_the_model(embed_server, reference):
+    with embed_server.client() as client:
+        got = embed(client, {"input": TEXTS})
+    want = sum(len(ids) for ids in reference.tokenizer(TEXTS)["input_ids"])  # with <s> and </s>
+    assert got["usage"] == {"prompt_tokens": want, "total_tokens": want}
+    assert got["object"] == "list" and got["model"] == "bge-m3"
+
+
+def test_both_model_names_work(embed_server):
+    with embed_server.client() as client:
+        a = embed(client, {"input": "x", "model": "BAAI/bge-m3"})
+        b = embed(client, {"input": "x", "model": "bge-m3"})
+    assert a["data"][0]["embedding"] == b["data"][0]["embedding"]
+    assert a["model"] == "BAAI/bge-m3"
+
+
+def test_dimensions_equal_to_the_model_is_accepted(embed_server):
+    with embed_server.client() as client:
+        dim = len(embed(client, {"input": "x"})["data"][0]["embedding"])
+        assert len(embed(client, {"input": "x", "dimensions": dim})["data"][0]["embedding"]) == dim
+        response = client.post("/v1/embeddings", json={"model": "bge-m3", "input": "x", "dimensions": dim - 1})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "dimensions"
+
+
+def test_a_vector_does_not_depend_on_its_batch_mates(embed_server):
+    """The same text alone and inside a concurrent burst of mixed-length inputs from many clients."""
+    rng = random.Random(7)
+    words = "panda bear bamboo 你好 世界 river mountain 한국어 テキスト quick brown fox".split()
+    burst = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 300))) for _ in range(60)]
+    probe = TEXTS[1]
+    with embed_server.client() as client:
+        alone = np.array(embed(client, {"input": probe})["data"][0]["embedding"])
+
+    def one_client(chunk: list[str]) -> list:
+        with embed_server.client() as c:
+            return [np.array(d["embedding"]) for d in embed(c, {"input": chunk + [probe]})["data"]][-1:]
+
+    before = embed_server.runtime.served["embedding"].batcher.stats.batches
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(one_client, [burst[i::12] for i in range(12)]))
+    stats = embed_server.runtime.served["embedding"].batcher.stats
+    assert stats.batches - before < 12 * 6  # requests really shared forward passes
+    for [vector] in results:
+        assert np.abs(vector - alone).max() <= 1e-5
+
+
+# ---- errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"input": ""}, "input"),
+        ({"input": ["ok", ""]}, "input"),
+        ({"input": []}, "input"),
+        ({"input": 5}, "input"),
+        ({"input": [1, "a"]}, "input"),
+        ({"input": [[1, 2], []]}, "input"),
+        ({"input": [-1]}, "input"),
+        ({"input": [10**9]}, "input"),
+        ({"input": None}, "input"),
+        ({"input": "x", "encoding_format": "int8"}, "encoding_format"),
+        ({"input": "x", "model": 3}, "model"),
+        ({"input": "x", "model": None}, "model"),
+    ],
+)
+def test_bad_input_is_a_400_in_openai_shape(embed_server, body, param):
+    with embed_server.client() as client:
+        response = client.post("/v1/embeddings", json={"model": "bge-m3", **body})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param and error["message"]
+
+
+def test_missing_model_field_is_a_400(embed_server):
+    with embed_server.client() as client:
+        response = client.post("/v1/embeddings", json={"input": "x"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "model"
+
+
+def test_unknown_model_is_a_404_model_not_found(embed_server):
+    with embed_server.client() as client:
+        response = client.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"
+
+
+def test_malformed_json_is_a_clear_4xx(embed_server):
+    with embed_server.client() as client:
+        response = client.post("/v1/embeddings", content=b'{"input": "x",', headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "JSON" in response.json()["error"]["message"]
+
+
+def _long_text(reference, tokens: int) -> str:
+    """A text of exactly `tokens` tokens including <s> and </s>."""
+    unit = "panda "
+    per = len(reference.tokenizer(unit * 50, add_special_tokens=False)["input_ids"]) / 50
+    text = unit * int(tokens / per)
+    while len(reference.tokenizer(text)["input_ids"]) < tokens:
+        text += unit
+    while len(reference.tokenizer(text)["input_ids"]) > tokens:
+        text = text[: -len(unit)]
+    assert len(reference.tokenizer(text)["input_ids"]) == tokens
+    return text
+
+
+def test_over_length_is_400_and_truncation_only_when_asked(embed_server, reference):
+    limit = _long_text(reference, 8192)
+    over = _long_text(reference, 8193) if len(reference.tokenizer(limit + " panda")["input_ids"]) != 8193 else limit + " panda"
+    with embed_server.client() as client:
+        at_limit = embed(client, {"input": limit})
+        response = client.post("/v1/embeddings", json={"model": "bge-m3", "input": over})
+        truncated = embed(client, {"input": over, "truncate": True})
+    assert at_limit["usage"]["prompt_tokens"] == 8192
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+    assert truncated["usage"]["prompt_tokens"] == 8192
+    want = reference.encode([over], max_length=8192)["dense_vecs"][0]
+    assert np.abs(np.array(truncated["data"][0]["embedding"]) - want).max() <= 1e-5
+
+
+def test_too_many_inputs_is_a_400(bge_m3_dir):
+    with live_server(embedding_model=str(bge_m3_dir), max_inputs_per_request=3) as srv, srv.client() as client:
+        response = client.post("/v1/embeddings", json={"model": "bge-m3", "input": ["a"] * 4})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "input"
+
+
+def test_body_over_the_cap_is_413(bge_m3_dir):
+    with live_server(embedding_model=str(bge_m3_dir), max_body_bytes=2048) as srv, srv.client() as client:
+        declared = client.post("/v1/embeddings", json={"model": "bge-m3", "input": "x" * 5000})
+
+        def chunks():
+            yield b'{"model": "bge-m3", "input": "'
+            for _ in range(10):
+                yield b"y" * 1000
+            yield b'"}'
+
+        streamed = client.post("/v1/embeddings", content=chunks(), headers={"content-type": "application/json"})
+    for response in (declared, streamed):
+        assert response.status_code == 413, response.text
+        assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_full_queue_is_503_with_retry_after_and_accepted_work_completes(bge_m3_dir):
+    with live_server(embedding_model=str(bge_m3_dir), max_queue=4, max_inputs_per_request=2) as srv:
+        batcher = srv.runtime.served["embedding"].batcher
+        batcher.pause()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool, srv.client() as client:
+            accepted = [pool.submit(client.post, "/v1/embeddings", json={"model": "bge-m3", "input": ["a", "b"]})
+                        for _ in range(2)]
+            while batcher.queue_depth < 4:
+                pass
+            refused = client.post("/v1/embeddings", json={"model": "bge-m3", "input": "c"})
+            batcher.resume()
+            done = [f.result() for f in accepted]
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "overloaded"
+    assert [r.status_code for r in done] == [200, 200]
+
+
+def test_api_keys_are_required_on_v1_routes_when_configured(bge_m3_dir):
+    with live_server(embedding_model=str(bge_m3_dir), api_keys=["secret-1", "secret-2"]) as srv, srv.client() as c:
+        body = {"model": "bge-m3", "input": "x"}
+        missing = c.post("/v1/embeddings", json=body)
+        malformed = c.post("/v1/embeddings", json=body, headers={"Authorization": "secret-1"})
+        wrong = c.post("/v1/embeddings", json=body, headers={"Authorization": "Bearer nope"})
+        models = c.get("/v1/models")
+        ok = c.post("/v1/embeddings", json=body, headers={"Authorization": "Bearer secret-2"})
+        health = c.get("/health")
+    for response in (missing, malformed, wrong, models):
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "authentication_error"
+    assert ok.status_code == 200 and health.status_code == 200
