@@ -50,7 +50,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
             yield
         finally:
             loader.cancel()
-            await runtime.close(timeout=settings.request_timeout)
+            await runtime.close(timeout=settings.shutdown_timeout)
 
     app = FastAPI(
         title="inference-server",

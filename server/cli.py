@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import typing
@@ -85,7 +86,7 @@ def serve(settings: Settings) -> int:
 
     app = create_app(settings, on_fatal=on_fatal)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            timeout_graceful_shutdown=int(settings.shutdown_timeout))
+                            timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout))
     server = uvicorn.Server(config)
     server.run()
     if fatal:
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "download":
             _configure_logging("info")
-            return download(args.which, getattr(args, "models_dir", Settings.model_fields["models_dir"].default))
+            models_dir = getattr(args, "models_dir", None) or Settings().models_dir  # flag, env, then default
+            return download(args.which, models_dir)
         settings = _settings(args)
         _configure_logging(settings.log_level)
         return serve(settings)

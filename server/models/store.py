@@ -103,7 +103,7 @@ def resolve(spec: ModelSpec, value: str, models_dir: Path, offline: bool) -> Pat
 
     if offline:
         raise StartupError(
-            f"The {spec.kind} model {value} is not available offline. Put its files in {in_models} "
+            f"The {spec.kind} model {value} is not available offline. Put its files in {in_models.resolve()} "
             f"(on a connected machine: `inference-server download {spec.kind}`, then copy {models_dir}/), "
             f"or pass --{spec.kind}-model /path/to/dir, or --{spec.kind}-model none to not serve it."
         )

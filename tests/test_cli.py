@@ -1,0 +1,234 @@
+"""Settings and the command line: flags, env vars, defaults, validation, and two real process starts."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server import cli
+from server.cli import _settings, build_parser, main
+from server.config import ENV_PREFIX, Settings
+
+FULL_FLAGS = [
+    "serve", "--host", "0.0.0.0", "--port", "9000", "--device", "cpu", "--dtype", "bfloat16",
+    "--embedding-model", "/x", "--reranker-model", "none", "--asr-model", "none",
+    "--api-key", "a", "--api-key", "b", "--offline",
+    "--max-batch-tokens", "20000", "--max-batch-size", "8", "--max-queue", "100", "--batch-lookahead", "16",
+    # max_queue 100 is below the default max_inputs_per_request (2048), which the settings
+    # rightly refuse; lower it too so the combination is valid.
+    "--max-inputs-per-request", "50",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    """No INFERENCE_* variable from the surrounding shell may leak into these tests."""
+    for key in list(os.environ):
+        if key.startswith(ENV_PREFIX):
+            monkeypatch.delenv(key)
+
+
+def settings_from(argv: list[str]) -> Settings:
+    return _settings(build_parser().parse_args(argv))
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["serve"]
+
+
+# --- flags, env vars, defaults ---------------------------------------------------------------------------
+
+
+def test_every_flag_maps_onto_its_setting():
+    s = settings_from(FULL_FLAGS)
+    assert s.host == "0.0.0.0"
+    assert s.port == 9000
+    assert s.device == "cpu"
+    assert s.dtype == "bfloat16"
+    assert s.embedding_model == "/x"
+    assert s.reranker_model == "none"
+    assert s.asr_model == "none"
+    assert s.api_keys == ["a", "b"]
+    assert s.offline is True
+    assert s.max_batch_tokens == 20000
+    assert s.max_batch_size == 8
+    assert s.max_queue == 100
+    assert s.batch_lookahead == 16
+    assert s.max_inputs_per_request == 50
+    # Not given: defaults.
+    defaults = Settings()
+    for name in ("cpu_threads", "models_dir", "demo", "request_timeout", "shutdown_timeout",
+                 "embedding_max_tokens", "max_body_bytes", "log_level"):
+        assert getattr(s, name) == getattr(defaults, name), name
+
+
+def test_no_flags_gives_the_documented_defaults():
+    s = settings_from(["serve"])
+    assert s.host == "127.0.0.1"
+    assert s.port == 8000
+    assert s.device == "auto"
+    assert s.dtype == "auto"
+    assert s.embedding_model == "BAAI/bge-m3"
+    assert s.models_dir == Path("models")
+    assert s.offline is False
+    assert s.api_keys == []
+    assert s.max_batch_tokens == 16384
+
+
+def test_typed_flags_are_converted():
+    s = settings_from(["serve", "--models-dir", "/srv/models", "--request-timeout", "2.5", "--cpu-threads", "3",
+                       "--log-level", "debug"])
+    assert s.models_dir == Path("/srv/models")
+    assert s.request_timeout == 2.5
+    assert s.cpu_threads == 3
+    assert s.log_level == "debug"
+
+
+def test_omitted_flag_falls_back_to_env_then_default(monkeypatch):
+    monkeypatch.setenv("INFERENCE_PORT", "9123")
+    monkeypatch.setenv("INFERENCE_API_KEYS", "k1, k2")
+    monkeypatch.setenv("INFERENCE_OFFLINE", "true")
+    s = settings_from(["serve"])
+    assert s.port == 9123
+    assert s.api_keys == ["k1", "k2"]
+    assert s.offline is True
+    assert s.host == "127.0.0.1"  # neither flag nor env: the default
+    assert s.max_queue == 4096
+
+
+def test_empty_entries_in_env_keys_are_dropped(monkeypatch):
+    monkeypatch.setenv("INFERENCE_API_KEYS", " k1,, ,k2 ,")
+    assert settings_from(["serve"]).api_keys == ["k1", "k2"]
+
+
+def test_flag_beats_env(monkeypatch):
+    monkeypatch.setenv("INFERENCE_PORT", "9123")
+    monkeypatch.setenv("INFERENCE_API_KEYS", "k1,k2")
+    monkeypatch.setenv("INFERENCE_OFFLINE", "1")
+    s = settings_from(["serve", "--port", "9200", "--api-key", "flag-key", "--no-offline"])
+    assert s.port == 9200
+    assert s.api_keys == ["flag-key"]
+    assert s.offline is False
+
+
+# --- invalid settings -------------------------------------------------------------------------------------
+
+
+def test_batch_budget_below_longest_input_is_rejected():
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        settings_from(["serve", "--max-batch-tokens", "1000", "--embedding-max-tokens", "2000"])
+    # Equal is fine: the longest input fits exactly.
+    assert settings_from(["serve", "--max-batch-tokens", "2000", "--embedding-max-tokens", "2000"]).max_batch_tokens == 2000
+
+
+def test_request_larger_than_queue_is_rejected():
+    with pytest.raises(ValueError, match="max_inputs_per_request must be <= max_queue"):
+        settings_from(["serve", "--max-queue", "10", "--max-inputs-per-request", "11"])
+    assert settings_from(["serve", "--max-queue", "10", "--max-inputs-per-request", "10"]).max_queue == 10
+
+
+@pytest.mark.parametrize("flags", [["--dtype", "float64"], ["--log-level", "loud"], ["--bogus-flag", "1"]])
+def test_bad_choice_or_unknown_flag_is_an_argparse_error(flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["serve", *flags])
+    assert exit_info.value.code == 2
+    assert flags[0] in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_serving(monkeypatch) -> list:
+    """main() must never reach serve() in the invalid-settings tests; if it does, record it."""
+    calls: list = []
+
+    def fake_serve(settings):
+        calls.append(settings)
+        return 0
+
+    monkeypatch.setattr(cli, "serve", fake_serve)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        (["--max-batch-tokens", "100"], "max_batch_tokens"),
+        (["--port", "70000"], "port"),
+        (["--port", "eighty"], "port"),
+        (["--max-batch-size", "0"], "max_batch_size"),
+    ],
+)
+def test_main_returns_2_with_a_readable_message_on_invalid_settings(flags, field, capsys, no_serving):
+    assert main(["serve", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("inference-server: invalid settings:")
+    assert field in err
+    assert "Traceback" not in err
+    assert not no_serving
+
+
+def test_main_reaches_serve_with_valid_settings(no_serving):
+    # The counterpart of the test above: valid settings do get served (the fake returns 0).
+    assert main(["serve", "--port", "9001", "--asr-model", "none"]) == 0
+    assert [s.port for s in no_serving] == [9001]
+    assert no_serving[0].asr_model == "none"
+
+
+# --- every setting is documented and reachable ---------------------------------------------------------
+
+
+def test_every_setting_has_a_description_and_a_flag():
+    actions = {a.dest: a for a in serve_parser()._actions if a.dest != "help"}
+    for name, field in Settings.model_fields.items():
+        assert field.description and field.description.strip(), f"Settings.{name} has no description"
+        assert name in actions, f"Settings.{name} has no CLI flag"
+        action = actions[name]
+        assert action.option_strings, f"Settings.{name} is not an option"
+        assert field.description in action.help, f"--help for {name} does not show its description"
+        assert f"{ENV_PREFIX}{name.upper()}" in action.help, f"--help for {name} does not name its env var"
+    # And no flag of `serve` that is not a setting.
+    assert set(actions) == set(Settings.model_fields)
+
+
+# --- real process starts --------------------------------------------------------------------------------
+
+
+def _run_serve(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    hf_home = tmp_path / "hf-home"
+    hf_home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(HF_HOME=str(hf_home), HF_HUB_CACHE=str(hf_home / "hub"), HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    # Port 0: the OS picks a free port (uvicorn binds whatever it is given), so nothing collides.
+    cmd = [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+           "--reranker-model", "none", "--asr-model", "none", "--device", "cpu", *args]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_process_offline_without_model_exits_and_says_where_to_put_it(tmp_path):
+    models_dir = tmp_path / "empty-models"
+    models_dir.mkdir()
+    proc = _run_serve(["--offline", "--embedding-model", "BAAI/bge-m3", "--models-dir", str(models_dir)], tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert str(models_dir / "bge-m3") in proc.stderr
+    assert "inference-server download embedding" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # The last line is the one-line reason printed by main().
+    assert proc.stderr.strip().splitlines()[-1].startswith("inference-server: The embedding model BAAI/bge-m3")
+
+
+def test_process_with_incomplete_model_dir_names_the_missing_file(bge_m3_dir, tmp_path):
+    broken = tmp_path / "bge-m3-broken"
+    shutil.copytree(bge_m3_dir, broken)
+    (broken / "sparse_linear.pt").unlink()
+    proc = _run_serve(["--embedding-model", str(broken)], tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "missing sparse_linear.pt" in proc.stderr
+    assert str(broken) in proc.stderr
+    assert "Traceback" not in proc.stderr
