@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     embedding_max_tokens: int = Field(
         8192, ge=2, description="Longest input (tokens, incl. <s></s>) bge-m3 accepts; longer is 400 unless truncated."
     )
+    reranker_max_length: int = Field(
+        512, ge=64, le=8192,
+        description="Tokens of one (query, document window) pair fed to the reranker, as FlagReranker's max_length.",
+    )
+    rerank_max_documents: int = Field(1000, ge=1, description="Documents in one rerank request.")
+    rerank_max_tokens: int = Field(
+        1_000_000, ge=1, description="Tokens one rerank request may feed the model, over all its pairs (413 past it)."
+    )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest JSON request body, in bytes (413 past it)."
     )
@@ -95,6 +103,8 @@ class Settings(BaseSettings):
                 f"max_batch_tokens ({self.max_batch_tokens}) must be >= embedding_max_tokens "
                 f"({self.embedding_max_tokens}) so the longest accepted input fits in one batch"
             )
+        if self.max_batch_tokens < self.reranker_max_length:
+            raise ValueError("max_batch_tokens must be >= reranker_max_length so one pair fits in a batch")
         if self.max_inputs_per_request > self.max_queue:
             raise ValueError("max_inputs_per_request must be <= max_queue, or a full-size request could never queue")
         return self

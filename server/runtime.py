@@ -52,6 +52,24 @@ def _build_embedding(path: Path, settings: Settings, device: torch.device, dtype
     return service, batcher
 
 
+def _build_reranker(path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
+                    metrics: Metrics) -> tuple[Any, Batcher]:
+    from server.models.reranker import BgeReranker
+    from server.rerank import RerankService
+
+    model = BgeReranker(path, device, dtype)
+    model.warm_up()
+    batcher = _batcher(store.RERANKER, model.run_batch, settings, metrics)
+    service = RerankService(
+        model, batcher,
+        max_length=settings.reranker_max_length,
+        max_documents=settings.rerank_max_documents,
+        max_tokens=settings.rerank_max_tokens,
+        timeout=settings.request_timeout,
+    )
+    return service, batcher
+
+
 def _batcher(spec: store.ModelSpec, run_batch: Callable, settings: Settings, metrics: Metrics) -> Batcher:
     return Batcher(
         name=spec.served_name,
@@ -64,7 +82,10 @@ def _batcher(spec: store.ModelSpec, run_batch: Callable, settings: Settings, met
     )
 
 
-BUILDERS: dict[str, Callable[..., tuple[Any, Batcher]]] = {"embedding": _build_embedding}
+BUILDERS: dict[str, Callable[..., tuple[Any, Batcher]]] = {
+    "embedding": _build_embedding,
+    "reranker": _build_reranker,
+}
 
 
 class Runtime:

@@ -11,12 +11,17 @@ import pytest
 
 from server.background import RunningServer, free_port, serve_in_thread
 from server.config import Settings
-from server.tiny_models.xlmr import build_tiny_bge_m3
+from server.tiny_models.xlmr import build_tiny_bge_m3, build_tiny_reranker
 
 
 @pytest.fixture(scope="session")
 def bge_m3_dir(tmp_path_factory) -> Path:
     return build_tiny_bge_m3(tmp_path_factory.mktemp("models") / "bge-m3")
+
+
+@pytest.fixture(scope="session")
+def reranker_dir(tmp_path_factory) -> Path:
+    return build_tiny_reranker(tmp_path_factory.mktemp("models") / "bge-reranker-v2-m3")
 
 
 class LiveServer(RunningServer):
@@ -26,8 +31,8 @@ class LiveServer(RunningServer):
 
 @contextmanager
 def live_server(**overrides) -> Iterator[LiveServer]:
-    """A real server on a free loopback port; only the embedding model unless told otherwise."""
-    opts = dict(reranker_model="none", asr_model="none", host="127.0.0.1", port=free_port(), log_level="warning")
+    """A real server on a free loopback port, serving only the models named in ``overrides``."""
+    opts = dict(embedding_model="none", reranker_model="none", asr_model="none", host="127.0.0.1", port=free_port(), log_level="warning")
     opts.update(overrides)
     with serve_in_thread(Settings(**opts)) as running:
         yield LiveServer(running.app, running.url)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from server.errors import StartupError
+from server.models.padding import pad_right
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class BgeM3:
 
     @torch.inference_mode()
     def run_batch(self, items: list[EmbedItem]) -> list[EmbedResult]:
-        features = self._pad([it.input_ids for it in items])
+        features = pad_right([it.input_ids for it in items], self.tokenizer.pad_token_id, self.device)
         want_sparse = any(it.sparse for it in items)
         want_colbert = any(it.colbert for it in items)
         out = self.model(
@@ -104,16 +105,6 @@ class BgeM3:
                 result.colbert = colbert[row, : len(item.input_ids) - 1]
             results.append(result)
         return results
-
-    def _pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
-        """Right-pad with <pad> and mask it, as the tokenizer's own pad() does."""
-        longest = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), longest), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            attention_mask[i, : len(row)] = 1
-        return {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
 
     def _lexical_weights(self, weights: np.ndarray, input_ids: list[int]) -> dict[int, float]:
         """Max weight per token id, without special tokens or zero weights (as the reference)."""

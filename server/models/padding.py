@@ -1,0 +1,17 @@
+"""Batch padding shared by the XLM-R adapters."""
+
+from __future__ import annotations
+
+import torch
+
+
+def pad_right(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-pad with ``pad_id`` and mask it, as the tokenizer's own ``pad()`` does (without its
+    per-call warning and Python overhead)."""
+    longest = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention_mask[i, : len(row)] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}

@@ -1,0 +1,103 @@
+"""Request preparation for /v1/rerank: tokenize, cut long documents into overlapping windows that
+fit the reranker's pair length, queue every (query, window) pair on the batcher, and score each
+document by its best window.
+
+The rules (documented in the README):
+* The query is cut to 3/4 of the pair length, as FlagReranker does (``query_max_length``), so a
+  long query never leaves a document without room; the cut is counted in ``input_tokens``.
+* A document of ``n`` tokens with ``room`` = pair length - query - special tokens is one window if
+  ``n <= room``; else windows of ``room`` tokens start every ``room - overlap`` tokens until one
+  reaches the end, at most ``max_chunks_per_doc`` of them (the rest of the document is not scored).
+  The overlap is capped at half the room so windows always advance.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Awaitable, Callable
+
+from starlette.concurrency import run_in_threadpool
+
+from server.batching import Batcher, gather_results
+from server.errors import InvalidRequest, PayloadTooLarge
+from server.models.reranker import BgeReranker
+from server.schemas.rerank import RerankRequest
+
+
+def plan_windows(length: int, room: int, overlap: int, max_chunks: int) -> list[tuple[int, int]]:
+    """Token spans [start, end) of a document's windows."""
+    if length <= room:
+        return [(0, length)]
+    stride = room - min(overlap, room // 2)
+    spans: list[tuple[int, int]] = []
+    start = 0
+    while len(spans) < max_chunks:
+        spans.append((start, min(start + room, length)))
+        if start + room >= length:
+            break
+        start += stride
+    return spans
+
+
+def sigmoid(x: float) -> float:
+    # The two branches avoid overflow of exp() for logits far from zero.
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+class RerankService:
+    def __init__(self, model: BgeReranker, batcher: Batcher, *, max_length: int, max_documents: int,
+                 max_tokens: int, timeout: float):
+        self.model = model
+        self.batcher = batcher
+        self.max_length = min(max_length, model.max_tokens)
+        self.max_query_tokens = self.max_length * 3 // 4
+        self.max_documents = max_documents
+        self.max_tokens = max_tokens
+        self.timeout = timeout
+
+    async def rerank(self, req: RerankRequest, is_gone: Callable[[], Awaitable[bool]] | None = None) -> dict:
+        texts = [d if isinstance(d, str) else d.text for d in req.documents]
+        if not req.query.strip():
+            raise InvalidRequest("query must not be empty.", param="query")
+        if not texts:
+            raise InvalidRequest("documents must not be empty.", param="documents")
+        if len(texts) > self.max_documents:
+            raise InvalidRequest(
+                f"documents has {len(texts)} items; at most {self.max_documents} per request.", param="documents"
+            )
+        pairs, owners = await run_in_threadpool(self._pairs, req, texts)
+        tokens = sum(len(p) for p in pairs)
+        if tokens > self.max_tokens:
+            raise PayloadTooLarge(
+                f"This request would feed {tokens} tokens to the reranker; at most {self.max_tokens}. "
+                "Send fewer or shorter documents, or lower max_chunks_per_doc."
+            )
+        logits = await gather_results(self.batcher.submit([(p, len(p)) for p in pairs]), self.timeout, is_gone)
+
+        best = [-math.inf] * len(texts)
+        for owner, logit in zip(owners, logits):
+            best[owner] = max(best[owner], logit)
+        scores = [sigmoid(b) for b in best]
+        ranked = sorted(range(len(texts)), key=lambda i: -scores[i])[: req.top_n]  # stable: ties keep order
+        results = []
+        for i in ranked:
+            result: dict = {"index": i, "relevance_score": scores[i]}
+            if req.return_documents:
+                result = {"document": {"text": texts[i]}, **result}
+            results.append(result)
+        return {"id": uuid.uuid4().hex, "results": results, "tokens": {"input_tokens": tokens, "output_tokens": 0}}
+
+    def _pairs(self, req: RerankRequest, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+        """Every (query, window) pair as model input ids, with the document each belongs to."""
+        query_ids = self.model.tokenize([req.query])[0][: self.max_query_tokens]
+        room = self.max_length - len(query_ids) - self.model.pair_overhead
+        pairs, owners = [], []
+        for index, doc_ids in enumerate(self.model.tokenize(texts)):
+            for start, end in plan_windows(len(doc_ids), room, req.overlap_tokens, req.max_chunks_per_doc):
+                pairs.append(self.model.pair(query_ids, doc_ids[start:end]))
+                owners.append(index)
+        return pairs, owners
