@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from server import __version__
-from server.api import embeddings, health, models, rerank
+from server.api import embeddings, health, models, rerank, transcriptions
 from server.api.auth import require_api_key
 from server.api.middleware import BodyLimit, RequestContext
 from server.config import Settings
@@ -67,7 +67,9 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.include_router(models.router, dependencies=v1)
     app.include_router(embeddings.router, dependencies=v1)
     app.include_router(rerank.router, dependencies=v1)
+    app.include_router(transcriptions.router, dependencies=v1)
     # Added last = outermost: every response, a 413 included, carries X-Request-ID and is timed.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    upload_cap = settings.asr_max_upload_bytes + transcriptions.MULTIPART_OVERHEAD
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, per_path={transcriptions.PATH: upload_cap})
     app.add_middleware(RequestContext, metrics=metrics)
     return app

@@ -83,6 +83,16 @@ class Settings(BaseSettings):
     rerank_max_tokens: int = Field(
         1_000_000, ge=1, description="Tokens one rerank request may feed the model, over all its pairs (413 past it)."
     )
+    asr_max_upload_bytes: int = Field(
+        50 * 1024 * 1024, ge=1024, description="Largest audio upload, in bytes (413 past it, checked while it streams)."
+    )
+    asr_max_audio_seconds: float = Field(3600.0, gt=0, description="Longest audio accepted, in decoded seconds.")
+    asr_max_segment_seconds: float = Field(
+        30.0, gt=1, le=120, description="Longest piece long audio is cut into at speech pauses."
+    )
+    asr_max_batch_seconds: float = Field(
+        240.0, gt=0, description="Audio seconds per SenseVoice forward pass (rows x longest row)."
+    )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest JSON request body, in bytes (413 past it)."
     )
@@ -105,6 +115,8 @@ class Settings(BaseSettings):
             )
         if self.max_batch_tokens < self.reranker_max_length:
             raise ValueError("max_batch_tokens must be >= reranker_max_length so one pair fits in a batch")
+        if self.asr_max_batch_seconds < self.asr_max_segment_seconds:
+            raise ValueError("asr_max_batch_seconds must be >= asr_max_segment_seconds so a segment fits in a batch")
         if self.max_inputs_per_request > self.max_queue:
             raise ValueError("max_inputs_per_request must be <= max_queue, or a full-size request could never queue")
         return self

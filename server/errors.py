@@ -120,7 +120,7 @@ def _from_validation(errors: list[dict]) -> InvalidRequest:
     loc = [str(p) for p in first.get("loc", ())]
     if loc and loc[0] in ("body", "query", "header", "path"):  # where it came from, not a field
         loc = loc[1:]
-    loc = [p for p in loc if p not in _UNION_TAGS and "[" not in p]
+    loc = loc[:1] + [p for p in loc[1:] if p not in _UNION_TAGS and "[" not in p]
     param = ".".join(loc) or None
     if param and sum(1 for e in errors if e.get("loc", ())[1:2] == first.get("loc", ())[1:2]) > 1:
         message = f"'{param}' does not have an accepted type or value."

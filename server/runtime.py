@@ -70,11 +70,31 @@ def _build_reranker(path: Path, settings: Settings, device: torch.device, dtype:
     return service, batcher
 
 
-def _batcher(spec: store.ModelSpec, run_batch: Callable, settings: Settings, metrics: Metrics) -> Batcher:
+def _build_asr(path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
+               metrics: Metrics) -> tuple[Any, Batcher]:
+    from server.models.sensevoice import SenseVoice
+    from server.transcription import TranscriptionService
+
+    model = SenseVoice(path, device, dtype)
+    model.warm_up()
+    # Cost is in 10 ms frames, so the budget is padded audio seconds x 100.
+    batcher = _batcher(store.ASR, model.run_batch, settings, metrics,
+                       max_batch_cost=int(settings.asr_max_batch_seconds * 100))
+    service = TranscriptionService(
+        model, batcher,
+        max_seconds=settings.asr_max_audio_seconds,
+        max_segment_s=settings.asr_max_segment_seconds,
+        timeout=settings.request_timeout,
+    )
+    return service, batcher
+
+
+def _batcher(spec: store.ModelSpec, run_batch: Callable, settings: Settings, metrics: Metrics,
+             max_batch_cost: int | None = None) -> Batcher:
     return Batcher(
         name=spec.served_name,
         run_batch=run_batch,
-        max_batch_cost=settings.max_batch_tokens,
+        max_batch_cost=max_batch_cost or settings.max_batch_tokens,
         max_batch_size=settings.max_batch_size,
         max_queue=settings.max_queue,
         lookahead=settings.batch_lookahead,
@@ -85,6 +105,7 @@ def _batcher(spec: store.ModelSpec, run_batch: Callable, settings: Settings, met
 BUILDERS: dict[str, Callable[..., tuple[Any, Batcher]]] = {
     "embedding": _build_embedding,
     "reranker": _build_reranker,
+    "asr": _build_asr,
 }
 
 

@@ -24,6 +24,13 @@ def reranker_dir(tmp_path_factory) -> Path:
     return build_tiny_reranker(tmp_path_factory.mktemp("models") / "bge-reranker-v2-m3")
 
 
+@pytest.fixture(scope="session")
+def sensevoice_dir(tmp_path_factory) -> Path:
+    from server.tiny_models.sensevoice import build_tiny_sensevoice
+
+    return build_tiny_sensevoice(tmp_path_factory.mktemp("models") / "SenseVoiceSmall")
+
+
 class LiveServer(RunningServer):
     def client(self, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kw)

@@ -6,8 +6,10 @@ import time
 import uuid
 
 from fastapi import HTTPException
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.errors import error_body
 from server.metrics import Metrics
 
 REQUEST_ID = b"x-request-id"
@@ -44,39 +46,33 @@ class RequestContext:
 
 
 class BodyLimit:
-    """413 for a body over ``max_bytes``, checked on Content-Length and again while it streams in,
-    so a chunked upload cannot make the server hold more than the cap."""
+    """413 for a body over the cap of its path (``per_path``, else ``max_bytes``), checked on
+    Content-Length and again while it streams in, so a chunked upload cannot make the server hold
+    more than the cap."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.per_path.get(scope["path"], self.max_bytes)
+        message = f"The request body is larger than {limit} bytes."
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reject(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            body = error_body(message, "invalid_request_error", None, "payload_too_large")
+            return await JSONResponse(body, 413)(scope, receive, send)
         seen = 0
 
         async def counting_receive() -> Message:
             nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise HTTPException(413, self._message())
-            return message
+            received = await receive()
+            if received["type"] == "http.request":
+                seen += len(received.get("body", b""))
+                if seen > limit:
+                    raise HTTPException(413, message)
+            return received
 
         await self.app(scope, counting_receive, send)
-
-    def _message(self) -> str:
-        return f"The request body is larger than {self.max_bytes} bytes."
-
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from starlette.responses import JSONResponse
-
-        from server.errors import error_body
-
-        response = JSONResponse(error_body(self._message(), "invalid_request_error", None, "payload_too_large"), 413)
-        await response(scope, receive, send)

@@ -1,0 +1,72 @@
+"""POST /v1/audio/transcriptions (OpenAI's multipart shape)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import PlainTextResponse
+from starlette.responses import Response
+
+from server.api.responses import json_response, runtime
+from server.errors import InvalidRequest, PayloadTooLarge
+from server.models.store import ASR
+from server.schemas.common import ERROR_RESPONSES
+from server.schemas.transcriptions import LANGUAGE_NAMES, Language, ResponseFormat, TranscriptionVerbose
+from server.subtitles import to_srt, to_vtt
+from server.transcription import Transcript
+
+PATH = "/v1/audio/transcriptions"
+# Room for the multipart boundaries and the small form fields around the file.
+MULTIPART_OVERHEAD = 64 * 1024
+
+router = APIRouter()
+
+
+@router.post(PATH, responses={200: {"model": TranscriptionVerbose, "description": "Per response_format: JSON "
+                                    "{text}, verbose_json, or text/srt/vtt as text/plain."}, **ERROR_RESPONSES},
+             tags=["audio"])
+async def create_transcription(
+    request: Request,
+    file: Annotated[UploadFile, File(description="The audio file: wav, flac, mp3, m4a, ogg, opus, webm, ...")],
+    model: Annotated[str, Form(description="FunAudioLLM/SenseVoiceSmall, SenseVoiceSmall or iic/SenseVoiceSmall.")],
+    language: Annotated[Language, Form(description="Spoken language, or auto to detect it.")] = "auto",
+    response_format: Annotated[ResponseFormat, Form()] = "json",
+    prompt: Annotated[str | None, Form(description="Accepted and ignored (SenseVoice takes no prompt).")] = None,
+    temperature: Annotated[float | None, Form(description="Accepted and ignored (greedy CTC decoding).")] = None,
+    timestamp_granularities: Annotated[
+        list[Literal["segment"]] | None, Form(alias="timestamp_granularities[]", description="segment only.")
+    ] = None,
+    use_itn: Annotated[bool, Form(description="Extension: punctuation and inverse text normalization.")] = True,
+) -> Response:
+    service = runtime(request).lookup(ASR.kind, model)
+    data = await file.read()
+    limit = request.app.state.settings.asr_max_upload_bytes
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The audio file is larger than {limit} bytes.")
+    if not data:
+        raise InvalidRequest("The audio file is empty.", param="file", code="invalid_audio")
+    transcript = await service.transcribe(data, language=language, use_itn=use_itn, is_gone=request.is_disconnected)
+    return await render(transcript, response_format)
+
+
+async def render(transcript: Transcript, response_format: str) -> Response:
+    if response_format == "text":
+        return PlainTextResponse(transcript.text)
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(transcript.segments))
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(transcript.segments), media_type="text/vtt")
+    if response_format == "verbose_json":
+        return await json_response({
+            "task": "transcribe",
+            "language": LANGUAGE_NAMES.get(transcript.language or "", transcript.language or ""),
+            "duration": transcript.duration,
+            "text": transcript.text,
+            "segments": [
+                {"id": i, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text,
+                 "language": s.language, "emotion": s.emotion, "event": s.event}
+                for i, s in enumerate(transcript.segments)
+            ],
+        })
+    return await json_response({"text": transcript.text})

@@ -1,0 +1,132 @@
+"""Decode an uploaded audio file to 16 kHz mono float32, in-process, with PyAV (bundled FFmpeg).
+
+Knows nothing of HTTP or of the model: bytes in, samples out, or an ``InvalidRequest`` whose
+message is safe to show the client. Decoding is frame by frame and stops as soon as the decoded
+audio passes the cap, so an hour-long upload costs at most ``max_seconds`` of decoding and memory.
+"""
+
+from __future__ import annotations
+
+import io
+
+import av
+import numpy as np
+
+from server.errors import InvalidRequest
+
+SAMPLE_RATE = 16000
+
+# swresample's default downmix does not normalise for float output: stereo -> mono is
+# (L + R) * 0.707, so identical channels come out +3 dB, and 7.1 with the same signal everywhere
+# comes out 4.4x too loud (clipped). rematrix_maxval=1 scales the mix matrix so every output
+# sample is a weighted average of the inputs (stereo: (L + R) / 2; 5.1/7.1: the standard downmix,
+# centre channel weighted most, LFE dropped).
+_RESAMPLER_OPTIONS = {"rematrix_maxval": "1.0"}
+
+# Some demuxers open further files named inside the upload: an ffconcat script naming
+# "secret.wav" made the server read that file from its working directory. No protocol is needed to
+# read the upload itself (it comes through Python), so allow none for anything it refers to.
+_CONTAINER_OPTIONS = {"protocol_whitelist": "none"}
+
+# What PyAV raises on data it cannot parse. FFmpegError covers av.error.InvalidDataError (also a
+# ValueError), EOFError, OSError and the rest; the builtins cover PyAV's own checks. MemoryError is
+# deliberately absent (av.error.MemoryError is both; it is re-raised before this tuple is tried).
+_DECODE_ERRORS = (av.error.FFmpegError, ValueError, IndexError, EOFError, OSError)
+
+# A corrupt stretch mid-file costs a packet or two; this many bad packets in a row means the rest
+# is garbage (or not this codec at all), so stop and keep what decoded. Fixed, so deterministic.
+_MAX_BAD_PACKETS = 16
+
+
+class AudioError(InvalidRequest):
+    """The upload is not audio we can decode (empty, not audio, no audio stream, nothing decoded)."""
+
+    code = "invalid_audio"
+
+
+class AudioTooLong(InvalidRequest):
+    code = "audio_too_long"
+
+
+def decode_audio(data: bytes, *, max_seconds: float) -> np.ndarray:
+    """Decode any common audio container/codec to float32 mono at ``SAMPLE_RATE``, values in [-1, 1].
+
+    Takes the first audio stream. A truncated or partly corrupt file yields what decodes before
+    the damage. Raises ``AudioError`` when nothing usable decodes and ``AudioTooLong`` as soon as
+    the decoded audio passes ``max_seconds`` (declared durations are ignored: samples are counted).
+    """
+    if not data:
+        raise AudioError("The audio file is empty.", param="file")
+    max_samples = int(max_seconds * SAMPLE_RATE)
+    chunks: list[np.ndarray] = []
+    try:
+        _decode_into(data, chunks, max_samples, max_seconds)
+    except (AudioError, AudioTooLong, MemoryError):
+        raise
+    except _DECODE_ERRORS:
+        if not chunks:
+            raise AudioError(
+                "The file could not be decoded as audio. Send a common audio format "
+                "(wav, flac, mp3, m4a, ogg, opus, webm).",
+                param="file",
+            ) from None
+        # Damage after some audio decoded (a cut-off upload): keep what came before it.
+    if not chunks:
+        raise AudioError("The file contains no audio samples.", param="file")
+    audio = np.concatenate(chunks)
+    # Float codecs and float WAV can carry NaN/inf or values past full scale; the model must not see them.
+    np.nan_to_num(audio, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+    return np.clip(audio, -1.0, 1.0, out=audio)
+
+
+def _decode_into(data: bytes, chunks: list[np.ndarray], max_samples: int, max_seconds: float) -> None:
+    total = 0
+
+    def keep(frames: list[av.AudioFrame]) -> None:
+        nonlocal total
+        for frame in frames:
+            # "flt" is packed, (1, samples x channels); more than one channel only in the fallback.
+            samples = frame.to_ndarray().reshape(-1, frame.layout.nb_channels).mean(axis=1, dtype=np.float32)
+            total += samples.size
+            if total > max_samples:
+                raise AudioTooLong(f"The audio is longer than the {max_seconds:g} s limit.", param="file")
+            chunks.append(samples)  # a new array: FFmpeg's frame buffers are not kept alive
+
+    with av.open(io.BytesIO(data), mode="r", container_options=_CONTAINER_OPTIONS) as container:
+        if not container.streams.audio:
+            raise AudioError("The file has no audio stream.", param="file")
+        stream = container.streams.audio[0]
+        resampler, source = None, None
+        bad = 0
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                bad += 1
+                if bad >= _MAX_BAD_PACKETS:
+                    break
+                continue
+            bad = 0
+            for frame in frames:
+                if not frame.samples:
+                    continue  # FFmpeg's filter graph reports an empty frame as out of memory
+                # A resampler is fixed to its first frame's format; chained streams can change it.
+                shape = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if shape != source:
+                    if resampler is not None:
+                        keep(resampler.resample(None))
+                    resampler, source = _resampler("mono"), shape
+                    try:
+                        keep(resampler.resample(frame))
+                        continue
+                    except KeyError:
+                        # swresample has no downmix for some channel counts that come without a
+                        # layout (9, 32 or more): convert rate and format only; keep() averages.
+                        resampler = _resampler(None)
+                keep(resampler.resample(frame))
+        if resampler is not None:
+            keep(resampler.resample(None))  # the resampler holds back its filter's tail
+
+
+def _resampler(layout: str | None) -> av.AudioResampler:
+    return av.AudioResampler(format="flt", layout=layout, rate=SAMPLE_RATE, options=_RESAMPLER_OPTIONS)

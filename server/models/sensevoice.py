@@ -1,0 +1,107 @@
+"""SenseVoiceSmall through funasr, on batches of audio segments we form ourselves.
+
+funasr's ``AutoModel`` loads the model, its front end (fbank + LFR + CMVN) and tokenizer exactly as
+for ``generate``; ``generate`` itself is not thread-safe, takes one language for a whole call and
+does no cross-request batching, so ``run_batch`` repeats ``SenseVoiceSmall.inference`` with a
+language and text-norm query per item: four query frames (language, emotion, event, text norm)
+before the features, encoder, CTC greedy decoding, BPE decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from server.errors import StartupError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+_TAG = re.compile(r"<\|([^|]*)\|>")
+
+
+@dataclass(frozen=True)
+class AsrItem:
+    audio: np.ndarray  # float32 mono 16 kHz
+    language: str = "auto"  # auto | zh | en | yue | ja | ko
+    use_itn: bool = True
+
+
+@dataclass(frozen=True)
+class AsrResult:
+    text: str  # without tags
+    language: str | None
+    emotion: str | None
+    event: str | None
+    raw: str  # as the model decoded it, tags included
+
+
+def parse_rich_text(raw: str) -> AsrResult:
+    """Split SenseVoice's ``<|lang|><|emotion|><|event|><|itn|>text`` into text and tags."""
+    tags = _TAG.findall(raw)
+    text = _TAG.sub("", raw).strip()
+    language, emotion, event = (tags + [None] * 3)[:3]
+    return AsrResult(text=text, language=language, emotion=emotion, event=event, raw=raw)
+
+
+class SenseVoice:
+    """The model contract: ``cost(item)`` (in 10 ms frames) and ``run_batch(items)``."""
+
+    def __init__(self, path: Path, device: torch.device, dtype: torch.dtype):
+        from funasr import AutoModel
+
+        try:
+            # disable_update: no call to the package index; ncpu: keep torch's thread count as it is.
+            auto = AutoModel(model=str(path), device=str(device), disable_update=True,
+                             ncpu=torch.get_num_threads(), disable_pbar=True)
+        except Exception as err:  # a bad config or weight file: say which directory
+            raise StartupError(f"Could not load SenseVoiceSmall from {path}: {type(err).__name__}: {err}") from err
+        self.model = auto.model.to(device=device, dtype=dtype).eval()
+        self.frontend = auto.kwargs["frontend"]
+        # funasr's front end dithers (adds noise) by default: the same clip would give different
+        # features, and so possibly different text, on every call. The server is reproducible.
+        self.frontend.dither = 0.0
+        self.tokenizer = auto.kwargs["tokenizer"]
+        self.device = device
+        self.dtype = dtype
+        self.languages = set(self.model.lid_dict)
+
+    @staticmethod
+    def cost(item: AsrItem) -> int:
+        return max(1, len(item.audio) * 100 // SAMPLE_RATE)
+
+    @torch.inference_mode()
+    def run_batch(self, items: list[AsrItem]) -> list[AsrResult]:
+        from funasr.utils.load_utils import extract_fbank
+
+        waves = [torch.from_numpy(np.ascontiguousarray(it.audio, dtype=np.float32)) for it in items]
+        speech, lengths = extract_fbank(waves, data_type="sound", frontend=self.frontend)
+        speech = speech.to(device=self.device, dtype=self.dtype)
+        lengths = lengths.to(self.device)
+
+        model = self.model
+        ids = lambda rows: torch.tensor(rows, dtype=torch.long, device=self.device)  # noqa: E731
+        language = model.embed(ids([[model.lid_dict.get(it.language, 0)] for it in items]))
+        textnorm = model.embed(ids([[model.textnorm_dict["withitn" if it.use_itn else "woitn"]] for it in items]))
+        event_emotion = model.embed(ids([[1, 2]] * len(items)))
+        speech = torch.cat((language, event_emotion, textnorm, speech), dim=1)
+        lengths = lengths + 4
+
+        encoder_out, encoder_lengths = model.encoder(speech, lengths)
+        if isinstance(encoder_out, tuple):
+            encoder_out = encoder_out[0]
+        best = model.ctc.log_softmax(encoder_out).argmax(dim=-1)
+        results = []
+        for row in range(len(items)):
+            tokens = torch.unique_consecutive(best[row, : int(encoder_lengths[row])])
+            tokens = tokens[tokens != model.blank_id].tolist()
+            results.append(parse_rich_text(self.tokenizer.decode(tokens)))
+        return results
+
+    def warm_up(self) -> None:
+        self.run_batch([AsrItem(np.zeros(SAMPLE_RATE, dtype=np.float32))])

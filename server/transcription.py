@@ -1,0 +1,92 @@
+"""Request preparation for /v1/audio/transcriptions: decode the upload, find the speech, cut long
+audio at its pauses, queue one batcher item per segment, and put the transcript together.
+
+* Decoding (PyAV) and voice activity detection (silero-vad) run in the thread pool.
+* No speech at all: an empty transcript, and the model is not run.
+* Audio up to ``max_segment_s`` long is one segment, the whole clip, exactly what funasr's own
+  ``generate`` would see. Longer audio is split at the pauses the VAD finds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from server.audio import SAMPLE_RATE, decode_audio
+from server.batching import Batcher, gather_results
+from server.models.sensevoice import AsrItem, AsrResult, SenseVoice
+from server.vad import split_on_pauses
+
+# Scripts written without spaces between words: their segments are joined without one.
+_NO_SPACE_LANGUAGES = {"zh", "yue", "ja"}
+
+
+@dataclass(frozen=True)
+class TranscriptSegment:
+    start: float
+    end: float
+    text: str
+    language: str | None
+    emotion: str | None
+    event: str | None
+
+
+@dataclass(frozen=True)
+class Transcript:
+    duration: float
+    segments: list[TranscriptSegment]
+
+    @property
+    def text(self) -> str:
+        text = ""
+        for seg in (s for s in self.segments if s.text):
+            joiner = "" if not text or seg.language in _NO_SPACE_LANGUAGES else " "
+            text += joiner + seg.text
+        return text
+
+    @property
+    def language(self) -> str | None:
+        """The language of most of the speech."""
+        spoken: dict[str, float] = {}
+        for seg in self.segments:
+            if seg.language and seg.text:
+                spoken[seg.language] = spoken.get(seg.language, 0.0) + seg.end - seg.start
+        return max(spoken, key=spoken.get) if spoken else None
+
+
+class TranscriptionService:
+    def __init__(self, model: SenseVoice, batcher: Batcher, *, max_seconds: float, max_segment_s: float,
+                 timeout: float):
+        self.model = model
+        self.batcher = batcher
+        self.max_seconds = max_seconds
+        self.max_segment_s = max_segment_s
+        self.timeout = timeout
+
+    async def transcribe(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
+                         is_gone: Callable[[], Awaitable[bool]] | None = None) -> Transcript:
+        audio = await run_in_threadpool(decode_audio, data, max_seconds=self.max_seconds)
+        spans = await run_in_threadpool(self.speech_spans, audio)
+        duration = len(audio) / SAMPLE_RATE
+        if not spans:
+            return Transcript(duration, [])
+        items = [AsrItem(audio[start:end], language, use_itn) for start, end in spans]
+        futures = self.batcher.submit([(item, self.model.cost(item)) for item in items])
+        results: list[AsrResult] = await gather_results(futures, self.timeout, is_gone)
+        segments = [
+            TranscriptSegment(start / SAMPLE_RATE, end / SAMPLE_RATE, r.text, r.language, r.emotion, r.event)
+            for (start, end), r in zip(spans, results)
+        ]
+        return Transcript(duration, segments)
+
+    def speech_spans(self, audio: np.ndarray) -> list[tuple[int, int]]:
+        """Sample ranges to transcribe: none for silence, the whole clip when it is short enough."""
+        speech = split_on_pauses(audio, max_segment_s=self.max_segment_s, sample_rate=SAMPLE_RATE)
+        if not speech:
+            return []
+        if len(audio) <= self.max_segment_s * SAMPLE_RATE:
+            return [(0, len(audio))]
+        return [(round(s.start * SAMPLE_RATE), round(s.end * SAMPLE_RATE)) for s in speech]

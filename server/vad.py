@@ -1,0 +1,148 @@
+"""Cut long audio into segments at speech pauses, with silero-vad (its TorchScript model, on CPU).
+
+Thread safety: the silero model is stateful (its forward() keeps the LSTM state and the previous
+chunk's context on the module between calls), so two threads sharing one model corrupt each other's
+state; in a test, 8 threads sharing one model crashed the process (segfault). Each calling thread
+therefore gets its own model (threading.local): about 4 MB each, loaded on the thread's first call
+(~0.1 s), and concurrent requests use as many cores as there are threads, where a lock would
+serialise every request's VAD on one core.
+
+Why TorchScript and not ONNX: silero-vad ships both, but ONNX needs onnxruntime, which is not a
+dependency of this server; the .jit file loads offline with torch alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# Gaps shorter than this are pauses inside an utterance (commas, breaths): keep them in one segment.
+_MERGE_GAP_S = 1.0
+# How far a segment reaches into the silence around it, so a word's onset/decay is not clipped.
+_PAD_S = 0.2
+# A speech stretch longer than the limit is cut at its quietest 20 ms within the last 2 s before it.
+_CUT_SEARCH_S, _CUT_FRAME_S = 2.0, 0.02
+
+_local = threading.local()
+_import_lock = threading.Lock()
+_silero = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float  # seconds
+    end: float
+
+
+def split_on_pauses(audio: np.ndarray, *, max_segment_s: float = 30.0, sample_rate: int = 16000) -> list[Segment]:
+    """Segments of ``audio`` (1-D float32 mono) that hold speech, each at most ``max_segment_s`` long.
+
+    Neighbouring speech closer than 1 s is merged while the result fits the limit; longer speech is
+    cut at its quietest point near the limit. Boundaries sit in the pauses, padded up to 0.2 s into
+    the silence without overlapping. Returns [] when there is no speech, so it doubles as the
+    "is there any speech" check. Same audio, same segments. Safe to call from many threads.
+    """
+    if sample_rate not in (8000, 16000):
+        raise ValueError(f"silero-vad works at 8000 or 16000 Hz, not {sample_rate}")
+    samples = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32).reshape(-1))
+    if samples.numel() == 0:
+        return []
+    silero = _silero_module()
+    with _one_torch_thread():
+        regions = silero.get_speech_timestamps(samples, _thread_model(), sampling_rate=sample_rate)
+    spans = plan_segments([(r["start"], r["end"]) for r in regions], samples.numpy(),
+                          max_len=int(max_segment_s * sample_rate), sample_rate=sample_rate)
+    return [Segment(start / sample_rate, end / sample_rate) for start, end in spans]
+
+
+def plan_segments(regions: list[tuple[int, int]], audio: np.ndarray, *, max_len: int,
+                  sample_rate: int) -> list[tuple[int, int]]:
+    """Speech regions (sample indices, sorted, disjoint) -> segments: cut, merged, then padded."""
+    if max_len < sample_rate * 0.1:
+        raise ValueError("max_segment_s must be at least 0.1 s")
+    pieces: list[tuple[int, int]] = []
+    for start, end in regions:
+        while end - start > max_len:
+            cut = _quietest_cut(audio, start, max_len, sample_rate)
+            pieces.append((start, cut))
+            start = cut
+        pieces.append((start, end))
+
+    merged: list[list[int]] = []
+    for start, end in pieces:
+        if merged and start - merged[-1][1] <= _MERGE_GAP_S * sample_rate and end - merged[-1][0] <= max_len:
+            merged[-1][1] = end
+        else:
+            merged.append([start, end])
+
+    # Pad into the silence on each side, at most half of each gap (neighbours never overlap; pieces
+    # of one cut-up stretch touch) and never past the length limit.
+    pad = int(_PAD_S * sample_rate)
+    out = []
+    for i, (start, end) in enumerate(merged):
+        before = start - merged[i - 1][1] if i > 0 else 2 * start
+        after = merged[i + 1][0] - end if i + 1 < len(merged) else 2 * (len(audio) - end)
+        grow_start = min(pad, before // 2, max_len - (end - start))
+        grow_end = min(pad, after // 2, max_len - (end - start) - grow_start)
+        out.append((start - grow_start, end + grow_end))
+    return out
+
+
+def _quietest_cut(audio: np.ndarray, start: int, max_len: int, sample_rate: int) -> int:
+    """Where to cut speech starting at ``start``: the centre of the quietest 20 ms frame in the
+    last 2 s (at most half the limit) before ``start + max_len``, so the cut lands between words."""
+    frame = max(1, int(_CUT_FRAME_S * sample_rate))
+    lo = start + max_len - min(int(_CUT_SEARCH_S * sample_rate), max_len // 2)
+    window = audio[lo: start + max_len]
+    n = len(window) // frame
+    if n == 0:
+        return start + max_len
+    energy = np.square(window[: n * frame].reshape(n, frame), dtype=np.float64).sum(axis=1)
+    return lo + int(np.argmin(energy)) * frame + frame // 2  # first minimum: deterministic
+
+
+def _silero_module():
+    """Import silero_vad once. Its import runs ``torch.set_num_threads(1)``, which would make the
+    whole server's CPU inference single-threaded; put the thread count back."""
+    global _silero
+    with _import_lock:
+        if _silero is None:
+            threads = torch.get_num_threads()
+            import silero_vad
+
+            torch.set_num_threads(threads)
+            _silero = silero_vad
+    return _silero
+
+
+def _thread_model():
+    """This thread's own model, loaded on its first call."""
+    model = getattr(_local, "model", None)
+    if model is None:
+        model = _local.model = _silero_module().load_silero_vad(onnx=False)
+    return model
+
+
+@contextmanager
+def _one_torch_thread():
+    """Run torch single-threaded in this thread, for the duration. The VAD runs a tiny network on
+    32 ms chunks, where intra-op threads cost more than they give (measured: 90x real time on 1
+    thread, 40-100x on 2, worse the busier the CPU; N requests x N-thread OpenMP teams would thrash).
+    torch.set_num_threads also sets the default that threads which have not used torch yet will
+    take (OpenMP keeps the count per thread): a short-lived thread puts that default straight back."""
+    threads = torch.get_num_threads()  # also runs torch's per-thread init, which would undo the 1 later
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    restore = threading.Thread(target=torch.set_num_threads, args=(threads,), name="vad-threads")
+    restore.start()
+    restore.join()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
