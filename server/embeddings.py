@@ -15,11 +15,12 @@ from server.models.bge_m3 import BgeM3, EmbedItem, EmbedResult
 from server.schemas.embeddings import EmbeddingRequest
 
 
-def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+def encode_vector(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
+    """base64: OpenAI's raw little-endian float32 bytes. float: the array itself, which the JSON
+    encoder writes as numbers (server/api/responses.py)."""
     if encoding_format == "base64":
-        # OpenAI's format: the raw little-endian float32 bytes.
         return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-    return vector.tolist()
+    return np.ascontiguousarray(vector, dtype=np.float32)
 
 
 class EmbeddingService:
@@ -44,11 +45,9 @@ class EmbeddingService:
         results: list[EmbedResult] = await gather_results(self.batcher.submit(items), self.timeout, is_gone)
 
         tokens = sum(len(ids) for ids in token_ids)
-        # Turning thousands of vectors into lists/base64 is CPU work: keep it off the event loop.
-        data = await run_in_threadpool(lambda: [self._data(i, r, req) for i, r in enumerate(results)])
         return {
             "object": "list",
-            "data": data,
+            "data": [self._data(i, r, req) for i, r in enumerate(results)],
             "model": req.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
@@ -105,5 +104,9 @@ class EmbeddingService:
             key = self.model.token_text if req.sparse_format == "token" else str
             data["sparse_embedding"] = {key(token_id): w for token_id, w in result.sparse.items()}
         if result.colbert is not None:
-            data["colbert_embedding"] = [encode_vector(v, req.encoding_format) for v in result.colbert]
+            colbert = result.colbert
+            data["colbert_embedding"] = (
+                [encode_vector(v, "base64") for v in colbert] if req.encoding_format == "base64"
+                else encode_vector(colbert, "float")
+            )
         return data
