@@ -119,7 +119,7 @@ def _decode_into(data: bytes, chunks: list[np.ndarray], max_samples: int, max_se
                     try:
                         keep(resampler.resample(frame))
                         continue
-                    except KeyError:
+                    except av.error.ArgumentError:
                         # swresample has no downmix for some channel counts that come without a
                         # layout (9, 32 or more): convert rate and format only; keep() averages.
                         resampler = _resampler(None)

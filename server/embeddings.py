@@ -10,6 +10,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from server.batching import Batcher, gather_results
+from server.config import Settings
 from server.errors import InvalidRequest
 from server.models.bge_m3 import BgeM3, EmbedItem, EmbedResult
 from server.schemas.embeddings import EmbeddingRequest
@@ -30,6 +31,11 @@ class EmbeddingService:
         self.max_tokens = min(max_tokens, model.max_tokens)
         self.max_inputs = max_inputs
         self.timeout = timeout
+
+    @classmethod
+    def from_settings(cls, model: BgeM3, batcher: Batcher, settings: Settings) -> EmbeddingService:
+        return cls(model, batcher, max_tokens=settings.embedding_max_tokens,
+                   max_inputs=settings.max_inputs_per_request, timeout=settings.request_timeout)
 
     async def create(self, req: EmbeddingRequest, is_gone: Callable[[], Awaitable[bool]] | None = None) -> dict:
         if req.dimensions is not None and req.dimensions != self.model.dim:

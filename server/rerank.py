@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from starlette.concurrency import run_in_threadpool
 
 from server.batching import Batcher, gather_results
+from server.config import Settings
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.models.reranker import BgeReranker
 from server.schemas.rerank import RerankRequest
@@ -58,6 +59,12 @@ class RerankService:
         self.max_documents = max_documents
         self.max_tokens = max_tokens
         self.timeout = timeout
+
+    @classmethod
+    def from_settings(cls, model: BgeReranker, batcher: Batcher, settings: Settings) -> RerankService:
+        return cls(model, batcher, max_length=settings.reranker_max_length,
+                   max_documents=settings.rerank_max_documents, max_tokens=settings.rerank_max_tokens,
+                   timeout=settings.request_timeout)
 
     async def rerank(self, req: RerankRequest, is_gone: Callable[[], Awaitable[bool]] | None = None) -> dict:
         texts = [d if isinstance(d, str) else d.text for d in req.documents]

@@ -1,12 +1,13 @@
 """The served models of one app: load them (off the event loop), look them up by name, drain them.
 
-Each model family has one builder: resolve its files, load the adapter, warm it up, put a batcher in
-front of it and return the service the routes call.
+Every model family is built the same way (``build``): resolve its files, load the adapter, warm it
+up, put a batcher in front of it and make the service the routes call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from collections.abc import Callable
@@ -35,78 +36,48 @@ class Served:
     created: int
 
 
-def _build_embedding(path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
-                     metrics: Metrics) -> tuple[Any, Batcher]:
-    from server.embeddings import EmbeddingService
-    from server.models.bge_m3 import BgeM3
+@dataclass(frozen=True)
+class Family:
+    """How one model family is served. Named by module so that a server without ASR never pays
+    for importing funasr (5-7 s)."""
 
-    model = BgeM3(path, device, dtype)
+    adapter: str  # "module:Class", constructed as Class(path, device, dtype)
+    service: str  # "module:Class", built by Class.from_settings(model, batcher, settings)
+    batch_budget: Callable[[Settings], int]  # max padded cost of one forward pass, in the adapter's unit
+
+
+FAMILIES: dict[str, Family] = {
+    "embedding": Family("server.models.bge_m3:BgeM3", "server.embeddings:EmbeddingService",
+                        lambda s: s.max_batch_tokens),
+    "reranker": Family("server.models.reranker:BgeReranker", "server.rerank:RerankService",
+                       lambda s: s.max_batch_tokens),
+    # SenseVoice's cost is in 10 ms frames: the budget is padded audio seconds x 100.
+    "asr": Family("server.models.sensevoice:SenseVoice", "server.transcription:TranscriptionService",
+                  lambda s: int(s.asr_max_batch_seconds * 100)),
+}
+
+
+def _named(ref: str) -> Any:
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def build(kind: str, path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
+          metrics: Metrics) -> tuple[Any, Batcher]:
+    """Load the adapter, warm it up, put a batcher in front of it, and make the routes' service."""
+    family, spec = FAMILIES[kind], store.SPECS[kind]
+    model = _named(family.adapter)(path, device, dtype)
     model.warm_up()
-    batcher = _batcher(store.EMBEDDING, model.run_batch, settings, metrics)
-    service = EmbeddingService(
-        model, batcher,
-        max_tokens=settings.embedding_max_tokens,
-        max_inputs=settings.max_inputs_per_request,
-        timeout=settings.request_timeout,
-    )
-    return service, batcher
-
-
-def _build_reranker(path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
-                    metrics: Metrics) -> tuple[Any, Batcher]:
-    from server.models.reranker import BgeReranker
-    from server.rerank import RerankService
-
-    model = BgeReranker(path, device, dtype)
-    model.warm_up()
-    batcher = _batcher(store.RERANKER, model.run_batch, settings, metrics)
-    service = RerankService(
-        model, batcher,
-        max_length=settings.reranker_max_length,
-        max_documents=settings.rerank_max_documents,
-        max_tokens=settings.rerank_max_tokens,
-        timeout=settings.request_timeout,
-    )
-    return service, batcher
-
-
-def _build_asr(path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
-               metrics: Metrics) -> tuple[Any, Batcher]:
-    from server.models.sensevoice import SenseVoice
-    from server.transcription import TranscriptionService
-
-    model = SenseVoice(path, device, dtype)
-    model.warm_up()
-    # Cost is in 10 ms frames, so the budget is padded audio seconds x 100.
-    batcher = _batcher(store.ASR, model.run_batch, settings, metrics,
-                       max_batch_cost=int(settings.asr_max_batch_seconds * 100))
-    service = TranscriptionService(
-        model, batcher,
-        max_seconds=settings.asr_max_audio_seconds,
-        max_segment_s=settings.asr_max_segment_seconds,
-        timeout=settings.request_timeout,
-    )
-    return service, batcher
-
-
-def _batcher(spec: store.ModelSpec, run_batch: Callable, settings: Settings, metrics: Metrics,
-             max_batch_cost: int | None = None) -> Batcher:
-    return Batcher(
+    batcher = Batcher(
         name=spec.served_name,
-        run_batch=run_batch,
-        max_batch_cost=max_batch_cost or settings.max_batch_tokens,
+        run_batch=model.run_batch,
+        max_batch_cost=family.batch_budget(settings),
         max_batch_size=settings.max_batch_size,
         max_queue=settings.max_queue,
         lookahead=settings.batch_lookahead,
         on_batch=metrics.batch_observer(spec.served_name),
     )
-
-
-BUILDERS: dict[str, Callable[..., tuple[Any, Batcher]]] = {
-    "embedding": _build_embedding,
-    "reranker": _build_reranker,
-    "asr": _build_asr,
-}
+    return _named(family.service).from_settings(model, batcher, settings), batcher
 
 
 class Runtime:
@@ -117,7 +88,7 @@ class Runtime:
         self.closing = False
         self.ready = False
         self.configured = [
-            kind for kind in BUILDERS if getattr(settings, f"{kind}_model").strip().lower() != store.NONE
+            kind for kind in FAMILIES if getattr(settings, f"{kind}_model").strip().lower() != store.NONE
         ]
 
     async def load_all(self) -> None:
@@ -132,7 +103,7 @@ class Runtime:
             value = getattr(self.settings, f"{kind}_model")
             started = time.perf_counter()
             path = await asyncio.to_thread(store.resolve, spec, value, self.settings.models_dir, self.settings.offline)
-            service, batcher = await asyncio.to_thread(BUILDERS[kind], path, self.settings, device, dtype, self.metrics)
+            service, batcher = await asyncio.to_thread(build, kind, path, self.settings, device, dtype, self.metrics)
             batcher.start()
             self.metrics.track(spec.served_name, batcher)
             self.served[kind] = Served(spec, path, service, batcher, int(time.time()))

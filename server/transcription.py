@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from server.audio import SAMPLE_RATE, decode_audio
 from server.batching import Batcher, gather_results
+from server.config import Settings
 from server.models.sensevoice import AsrItem, AsrResult, SenseVoice
 from server.vad import split_on_pauses
 
@@ -65,6 +66,11 @@ class TranscriptionService:
         self.max_seconds = max_seconds
         self.max_segment_s = max_segment_s
         self.timeout = timeout
+
+    @classmethod
+    def from_settings(cls, model: SenseVoice, batcher: Batcher, settings: Settings) -> TranscriptionService:
+        return cls(model, batcher, max_seconds=settings.asr_max_audio_seconds,
+                   max_segment_s=settings.asr_max_segment_seconds, timeout=settings.request_timeout)
 
     async def transcribe(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
                          is_gone: Callable[[], Awaitable[bool]] | None = None) -> Transcript:

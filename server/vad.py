@@ -1,11 +1,13 @@
 """Cut long audio into segments at speech pauses, with silero-vad (its TorchScript model, on CPU).
 
-Thread safety: the silero model is stateful (its forward() keeps the LSTM state and the previous
+Thread safety: the silero model is stateful (forward() keeps the LSTM state and the previous
 chunk's context on the module between calls), so two threads sharing one model corrupt each other's
-state; in a test, 8 threads sharing one model crashed the process (segfault). Each calling thread
-therefore gets its own model (threading.local): about 4 MB each, loaded on the thread's first call
-(~0.1 s), and concurrent requests use as many cores as there are threads, where a lock would
-serialise every request's VAD on one core.
+state; in a test, 8 threads sharing one model crashed the process (segfault). A lock around one
+model would be safe but would serialise every request's VAD on one core. So each call borrows a
+model that no other call is using from a small pool, and a new one is loaded (~4 MB, ~0.05 s) only
+when all are busy: as many models as concurrent calls, never more. A pool rather than one model per
+thread (threading.local) because the server's thread pool (anyio) retires threads idle for 10 s,
+and a per-thread model would be reloaded with every new thread.
 
 Why TorchScript and not ONNX: silero-vad ships both, but ONNX needs onnxruntime, which is not a
 dependency of this server; the .jit file loads offline with torch alone.
@@ -27,9 +29,9 @@ _PAD_S = 0.2
 # A speech stretch longer than the limit is cut at its quietest 20 ms within the last 2 s before it.
 _CUT_SEARCH_S, _CUT_FRAME_S = 2.0, 0.02
 
-_local = threading.local()
-_import_lock = threading.Lock()
+_lock = threading.Lock()
 _silero = None
+_idle_models: list = []
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,9 @@ def split_on_pauses(audio: np.ndarray, *, max_segment_s: float = 30.0, sample_ra
     samples = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32).reshape(-1))
     if samples.numel() == 0:
         return []
-    silero = _silero_module()
-    with _one_torch_thread():
-        regions = silero.get_speech_timestamps(samples, _thread_model(), sampling_rate=sample_rate)
+    with _borrowed_model() as model, _one_torch_thread():
+        # get_speech_timestamps resets the model's state first: a borrowed model carries nothing over.
+        regions = _silero_module().get_speech_timestamps(samples, model, sampling_rate=sample_rate)
     spans = plan_segments([(r["start"], r["end"]) for r in regions], samples.numpy(),
                           max_len=int(max_segment_s * sample_rate), sample_rate=sample_rate)
     return [Segment(start / sample_rate, end / sample_rate) for start, end in spans]
@@ -109,22 +111,28 @@ def _silero_module():
     """Import silero_vad once. Its import runs ``torch.set_num_threads(1)``, which would make the
     whole server's CPU inference single-threaded; put the thread count back."""
     global _silero
-    with _import_lock:
+    with _lock:
         if _silero is None:
             threads = torch.get_num_threads()
             import silero_vad
 
-            torch.set_num_threads(threads)
+            pass
             _silero = silero_vad
     return _silero
 
 
-def _thread_model():
-    """This thread's own model, loaded on its first call."""
-    model = getattr(_local, "model", None)
+@contextmanager
+def _borrowed_model():
+    """A model no other call is using: an idle one from the pool, or a new one if all are busy."""
+    with _lock:
+        model = _idle_models.pop() if _idle_models else None
     if model is None:
-        model = _local.model = _silero_module().load_silero_vad(onnx=False)
-    return model
+        model = _silero_module().load_silero_vad(onnx=False)
+    try:
+        yield model
+    finally:
+        with _lock:
+            _idle_models.append(model)
 
 
 @contextmanager
@@ -145,4 +153,4 @@ def _one_torch_thread():
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        pass

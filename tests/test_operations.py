@@ -26,16 +26,16 @@ def test_ready_is_503_until_the_models_are_loaded(bge_m3_dir):
     from server.background import free_port
     from server.app import create_app
     from server.config import Settings
-    from server.runtime import BUILDERS
+    from server import runtime as runtime_module
 
     gate = threading.Event()
-    original = BUILDERS["embedding"]
+    original = runtime_module.build
 
     def slow_build(*args):  # the real builder, started only when the test says so
         gate.wait(30)
         return original(*args)
 
-    BUILDERS["embedding"] = slow_build
+    runtime_module.build = slow_build
     try:
         port = free_port()
         app = create_app(Settings(embedding_model=str(bge_m3_dir), reranker_model="none", asr_model="none", port=port))
@@ -57,7 +57,7 @@ def test_ready_is_503_until_the_models_are_loaded(bge_m3_dir):
         server.should_exit = True
         thread.join(30)
     finally:
-        BUILDERS["embedding"] = original
+        runtime_module.build = original
         gate.set()
     assert loading.status_code == 503 and loading.json()["status"] == "loading"
     assert early.status_code == 503 and early.json()["error"]["code"] == "model_loading"
