@@ -8,7 +8,8 @@ model's own worker thread) and a cost per item (tokens, or audio frames). The ba
 * bounds a batch by ``max_batch_cost`` counted with padding (rows x costliest row) and by
   ``max_batch_size``;
 * groups items of similar cost inside a look-ahead window of the oldest ``lookahead`` items, always
-  including the oldest item, so nothing is overtaken more than a bounded number of times;
+  including the oldest item, so nothing is overtaken more than a bounded number of times, and
+  stops growing a batch before padding passes ``1 - min_padding_efficiency`` of it;
 * refuses work past ``max_queue`` items (503 + Retry-After) instead of growing a backlog;
 * drops an item whose caller is gone (future cancelled) before it is computed;
 * isolates failures: a batch that raises is split in halves and retried, so one bad item fails
@@ -65,6 +66,9 @@ class BatcherStats:
     batches: int = 0
     failed: int = 0
     oom_splits: int = 0
+    real_cost: int = 0  # sum of item costs computed
+    padded_cost: int = 0  # sum of rows x costliest row over batches: real / padded = padding efficiency
+    busy_seconds: float = 0.0  # time in forward passes: busy / wall time = how busy the worker was
 
 
 def is_cuda_oom(err: BaseException) -> bool:
@@ -90,6 +94,7 @@ class Batcher(Generic[P, R]):
     max_batch_size: int
     max_queue: int
     lookahead: int = 64
+    min_padding_efficiency: float = 0.0  # real / padded cost a batch must keep to grow
     retry_after_s: int = 1
     on_batch: Callable[[BatchRecord], None] | None = None
     is_oom: Callable[[BaseException], bool] = is_cuda_oom
@@ -206,20 +211,22 @@ class Batcher(Generic[P, R]):
         head = window[0]
         by_cost = sorted(window, key=lambda it: it.cost)
         lo = hi = next(i for i, it in enumerate(by_cost) if it is head)
-        longest, count = head.cost, 1
+        longest, count, total = head.cost, 1, head.cost
         while count < self.max_batch_size:
             shorter = by_cost[lo - 1] if lo > 0 else None
             longer = by_cost[hi + 1] if hi + 1 < len(by_cost) else None
             # Padding added: a shorter item pads up to `longest`; a longer one pads every row so far.
             waste_short = longest - shorter.cost if shorter else None
             waste_long = count * (longer.cost - longest) if longer else None
-            fits_long = longer is not None and (count + 1) * longer.cost <= self.max_batch_cost
-            fits_short = shorter is not None and (count + 1) * longest <= self.max_batch_cost
+            fits_short = shorter is not None and self._fits(count + 1, longest, total + shorter.cost)
+            fits_long = longer is not None and self._fits(count + 1, longer.cost, total + longer.cost)
             if fits_short and (not fits_long or waste_short <= waste_long):
                 lo -= 1
+                total += shorter.cost
             elif fits_long:
                 hi += 1
                 longest = longer.cost
+                total += longer.cost
             else:
                 break
             count += 1
@@ -229,6 +236,12 @@ class Batcher(Generic[P, R]):
         for it in chosen:
             it.queued = False
         return chosen
+
+    def _fits(self, rows: int, longest: int, real: int) -> bool:
+        """Within the padded budget, and padding stays a small share: on a CPU a padded token costs
+        what a real one does, so a batch that is mostly padding is slower than no batch at all."""
+        padded = rows * longest
+        return padded <= self.max_batch_cost and real >= self.min_padding_efficiency * padded
 
     def _run_isolated(self, payloads: list[P]) -> list[R | BaseException]:
         """Runs on the worker thread. A failing batch is bisected until the failing items stand alone."""
@@ -265,9 +278,13 @@ class Batcher(Generic[P, R]):
         self.stats.batches += 1
         self.stats.computed += len(batch)
         self.stats.failed += failed
+        costs = [it.cost for it in batch]
+        record = BatchRecord(len(batch), len(batch) * max(costs), sum(costs), seconds, failed)
+        self.stats.real_cost += record.real_cost
+        self.stats.padded_cost += record.padded_cost
+        self.stats.busy_seconds += seconds
         if self.on_batch is not None:
-            costs = [it.cost for it in batch]
-            self.on_batch(BatchRecord(len(batch), len(batch) * max(costs), sum(costs), seconds, failed))
+            self.on_batch(record)
 
 
 async def gather_results(

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     batch_lookahead: int = Field(
         64, ge=1, description="Queued items considered when grouping by length; bounds reordering."
     )
+    batch_min_padding_efficiency: float = Field(
+        0.85, ge=0, le=1,
+        description="A batch grows only while real / padded cost stays at least this (padding is wasted compute).",
+    )
     request_timeout: float = Field(
         300.0, gt=0, description="Seconds a request may wait for its results before 504."
     )

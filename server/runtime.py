@@ -75,6 +75,7 @@ def build(kind: str, path: Path, settings: Settings, device: torch.device, dtype
         max_batch_size=settings.max_batch_size,
         max_queue=settings.max_queue,
         lookahead=settings.batch_lookahead,
+        min_padding_efficiency=settings.batch_min_padding_efficiency,
         on_batch=metrics.batch_observer(spec.served_name),
     )
     return _named(family.service).from_settings(model, batcher, settings), batcher

@@ -1,13 +1,11 @@
 """Cut long audio into segments at speech pauses, with silero-vad (its TorchScript model, on CPU).
 
-Thread safety: the silero model is stateful (forward() keeps the LSTM state and the previous
-chunk's context on the module between calls), so two threads sharing one model corrupt each other's
-state; in a test, 8 threads sharing one model crashed the process (segfault). A lock around one
-model would be safe but would serialise every request's VAD on one core. So each call borrows a
-model that no other call is using from a small pool, and a new one is loaded (~4 MB, ~0.05 s) only
-when all are busy: as many models as concurrent calls, never more. A pool rather than one model per
-thread (threading.local) because the server's thread pool (anyio) retires threads idle for 10 s,
-and a per-thread model would be reloaded with every new thread.
+Thread safety: the silero model is stateful (forward() keeps the LSTM state and the last chunk's
+context on the module), so threads sharing one model corrupt each other's state; 8 threads sharing
+one crashed the process (segfault). A lock around one model would serialise all VAD on one core.
+So each call borrows a model no other call is using from a pool, loading one (~4 MB, ~0.05 s) only
+when all are busy: as many models as concurrent calls. A pool, not threading.local, because the
+server's thread pool (anyio) retires threads idle for 10 s and would reload per-thread models.
 
 Why TorchScript and not ONNX: silero-vad ships both, but ONNX needs onnxruntime, which is not a
 dependency of this server; the .jit file loads offline with torch alone.
@@ -50,7 +48,9 @@ def split_on_pauses(audio: np.ndarray, *, max_segment_s: float = 30.0, sample_ra
     """
     if sample_rate not in (8000, 16000):
         raise ValueError(f"silero-vad works at 8000 or 16000 Hz, not {sample_rate}")
-    samples = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32).reshape(-1))
+    samples = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    if samples.ndim != 1:
+        raise ValueError(f"expected mono audio (1-D), got shape {tuple(samples.shape)}")
     if samples.numel() == 0:
         return []
     with _borrowed_model() as model, _one_torch_thread():
@@ -116,7 +116,7 @@ def _silero_module():
             threads = torch.get_num_threads()
             import silero_vad
 
-            pass
+            torch.set_num_threads(threads)
             _silero = silero_vad
     return _silero
 
@@ -141,7 +141,8 @@ def _one_torch_thread():
     32 ms chunks, where intra-op threads cost more than they give (measured: 90x real time on 1
     thread, 40-100x on 2, worse the busier the CPU; N requests x N-thread OpenMP teams would thrash).
     torch.set_num_threads also sets the default that threads which have not used torch yet will
-    take (OpenMP keeps the count per thread): a short-lived thread puts that default straight back."""
+    take (OpenMP keeps the count per thread): a short-lived thread puts that default straight back
+    (only a thread first using torch in those ~0.1 ms would still pick up the 1)."""
     threads = torch.get_num_threads()  # also runs torch's per-thread init, which would undo the 1 later
     if threads == 1:
         yield
@@ -153,4 +154,4 @@ def _one_torch_thread():
     try:
         yield
     finally:
-        pass
+        torch.set_num_threads(threads)

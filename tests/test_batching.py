@@ -77,15 +77,17 @@ def test_batches_respect_padded_budget_and_size():
         model.gate.set()
         await asyncio.gather(*blocker, *futs)
         await b.close()
-        return model
+        return model, b
 
-    model = run(go())
+    model, b = run(go())
     cost = {f"i{i}": c for i, c in enumerate(costs)}
     batches = [batch for batch in model.batches if batch != ["blocker"]]
     assert sorted(p for batch in batches for p in batch) == sorted(cost)  # each item computed exactly once
     for batch in batches:
         assert len(batch) <= 4
         assert len(batch) * max(cost[p] for p in batch) <= 100
+    assert b.stats.real_cost == sum(costs) + 1  # + the blocker
+    assert b.stats.padded_cost == 1 + sum(len(batch) * max(cost[p] for p in batch) for batch in batches)
 
 
 def test_similar_lengths_are_grouped_within_the_window():
@@ -104,6 +106,24 @@ def test_similar_lengths_are_grouped_within_the_window():
     model = run(go())
     batches = [batch for batch in model.batches if batch != ["blocker"]]
     assert all(len({p[0] for p in batch}) == 1 for batch in batches), batches
+
+
+def test_a_batch_stops_growing_before_padding_dominates():
+    async def go():
+        model = FakeModel()
+        b = make(model, max_batch_cost=10_000, max_batch_size=8, min_padding_efficiency=0.85)
+        b.start()
+        blocker = await _hold(model, b)
+        futs = b.submit([("long", 100), ("s1", 10), ("mid", 90), ("s2", 12), ("s3", 11)])
+        model.gate.set()
+        await asyncio.gather(*blocker, *futs)
+        await b.close()
+        return model, b
+
+    model, b = run(go())
+    batches = [sorted(batch) for batch in model.batches if batch != ["blocker"]]
+    assert batches == [["long", "mid"], ["s1", "s2", "s3"]]
+    assert b.stats.real_cost / b.stats.padded_cost >= 0.85
 
 
 def test_oldest_item_is_never_overtaken_beyond_the_window():
