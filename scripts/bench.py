@@ -57,7 +57,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     mean_batch: float | None = None
     padding_efficiency: float | None = None
-    forward_s: float | None = None  # mean seconds of one forward pass
+    forward_s: float | None = None  # mean seconds of forward passes per request
 
     def row(self, unit: str) -> dict:
         lat = sorted(self.latencies)
@@ -136,7 +136,7 @@ def run_server(kind: str, model_dir: Path, requests: list[dict], units: list[flo
         computed, batches, real, padded, busy = (getattr(stats, c) - b for c, b in zip(counters, before))
     label = label or ("server" if batch_size > 1 else "server, batching off") + f" ({clients} clients)"
     result = Result(label, sum(units[:done]), wall, latencies, computed / max(1, batches), real / max(1, padded))
-    result.forward_s = busy / max(1, batches)
+    result.forward_s = busy / max(1, done)
     return result
 
 
@@ -253,7 +253,7 @@ def main() -> None:
             ratios = {
                 "server / offline limit": server / limit,
                 "server / batching off": server / off,
-                # A lone request against the forward pass it needs: the overhead the server adds.
+                # A lone request against the forward passes it needs: the overhead the server adds.
                 "lone latency / its forward pass": statistics.mean(lone.latencies) / lone.forward_s,
             }
             report[kind] = {"size": "given" if kind in given else args.size, "rows": rows, "ratios": ratios}
