@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="Serve the models over HTTP.")
     _add_settings_flags(serve)
     download = commands.add_parser("download", help="Fetch the real models into models/ (for air-gapped hosts).")
-    download.add_argument("which", nargs="*", choices=["embedding", "reranker", "asr", "all"], default=["all"],
+    # argparse checks a list default against `choices` as one value, so the default is a string.
+    download.add_argument("which", nargs="*", choices=["embedding", "reranker", "asr", "all"], default="all",
                           help="Which models (default: all).")
     download.add_argument("--models-dir", type=Path, default=argparse.SUPPRESS, help="Target directory.")
     return parser
@@ -95,14 +96,16 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def download(which: list[str], models_dir: Path) -> int:
-    from server.models import store
+def download(which: list[str] | str, models_dir: Path) -> int:
+    from server.models import manifest, store
 
+    which = [which] if isinstance(which, str) else which
     kinds = list(store.SPECS) if "all" in which else which
     for kind in kinds:
         spec = store.SPECS[kind]
         path = store.download(spec, spec.repo_id, models_dir)
         print(f"{spec.served_name}: {path}")
+        manifest.record(path)  # sizes and SHA-256 of every file, and MANIFEST.sha256 to check the copy
     return 0
 
 
