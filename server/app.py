@@ -62,8 +62,9 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.state.runtime = runtime
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.include_router(health.router)
     v1 = [Depends(require_api_key)]
+    app.include_router(health.router)
+    app.include_router(health.metrics_router, dependencies=v1 if settings.protect_metrics else [])
     app.include_router(models.router, dependencies=v1)
     app.include_router(embeddings.router, dependencies=v1)
     app.include_router(rerank.router, dependencies=v1)

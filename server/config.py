@@ -56,6 +56,10 @@ class Settings(BaseSettings):
         description="Accepted Bearer keys (flag repeatable; env comma-separated). None = open server.",
     )
 
+    protect_metrics: bool = Field(
+        False, description="Require an API key on /metrics too (the /health and /ready probes stay open)."
+    )
+
     # --- batching and limits ---
     max_batch_tokens: int = Field(
         16384, ge=1, description="Padded tokens per forward pass (rows x longest row)."

@@ -10,6 +10,8 @@ from starlette.responses import Response
 from server.api.responses import runtime
 
 router = APIRouter(tags=["operations"])
+# Separate, so the app can put it behind the API key (--protect-metrics) while probes stay open.
+metrics_router = APIRouter(tags=["operations"])
 
 
 @router.get("/health")
@@ -29,6 +31,6 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if rt.ready else 503)
 
 
-@router.get("/metrics")
+@metrics_router.get("/metrics")
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
