@@ -7,12 +7,11 @@ import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from server import __version__
 from server.api import embeddings, health, models, rerank, transcriptions
-from server.api.auth import require_api_key
-from server.api.middleware import BodyLimit, RequestContext
+from server.api.middleware import ApiKeyGuard, BodyLimit, RequestContext
 from server.config import Settings
 from server.errors import StartupError, install_error_handlers
 from server.metrics import Metrics
@@ -62,15 +61,14 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.state.runtime = runtime
     app.state.metrics = metrics
     install_error_handlers(app)
-    v1 = [Depends(require_api_key)]
-    app.include_router(health.router)
-    app.include_router(health.metrics_router, dependencies=v1 if settings.protect_metrics else [])
-    app.include_router(models.router, dependencies=v1)
-    app.include_router(embeddings.router, dependencies=v1)
-    app.include_router(rerank.router, dependencies=v1)
-    app.include_router(transcriptions.router, dependencies=v1)
-    # Added last = outermost: every response, a 413 included, carries X-Request-ID and is timed.
+    for module in (health, models, embeddings, rerank, transcriptions):
+        app.include_router(module.router)
+    app.include_router(health.metrics_router)
+    # Added last = outermost: every response, a 401 or 413 included, carries X-Request-ID and is timed;
+    # the key is checked before the body cap, and both before anything reads the body.
     upload_cap = settings.asr_max_upload_bytes + transcriptions.MULTIPART_OVERHEAD
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, per_path={transcriptions.PATH: upload_cap})
+    protected = ("/v1/", "/metrics") if settings.protect_metrics else ("/v1/",)
+    app.add_middleware(ApiKeyGuard, keys=settings.api_keys, prefixes=protected)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

@@ -160,10 +160,13 @@ def install_error_handlers(app: FastAPI) -> None:
         body = error_body(str(err.detail), err_type, None, _FRAMEWORK_CODES.get(err.status_code))
         return JSONResponse(body, status_code=err.status_code, headers=getattr(err, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, err: Exception) -> JSONResponse:
-        log.exception("internal error on %s %s", request.method, request.url.path, exc_info=err)
-        return JSONResponse(
-            error_body("Internal server error.", "server_error", None, "internal_error"), status_code=500
-        )
+
+
+def internal_error_response() -> JSONResponse:
+    """The fixed 500: details go to the log (server/api/middleware.py), never to the client."""
+    return JSONResponse(error_body("Internal server error.", "server_error", None, "internal_error"), 500)
+
+
+def error_response(err: ApiError) -> JSONResponse:
+    return _response(err)
 

@@ -1,7 +1,8 @@
-"""Plain ASGI middleware: request ids, latency metrics, and the request-body cap."""
+"""Plain ASGI middleware: request ids, latency metrics and internal errors; API keys; the body cap."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
@@ -9,8 +10,11 @@ from fastapi import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import error_body
+from server.api.auth import check_authorization
+from server.errors import ApiError, error_body, error_response, internal_error_response
 from server.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 REQUEST_ID = b"x-request-id"
 
@@ -28,21 +32,48 @@ class RequestContext:
         given = dict(scope["headers"]).get(REQUEST_ID, b"")
         request_id = given[:128] if given and given.isascii() else uuid.uuid4().hex.encode()
         started = time.perf_counter()
-        status = 500
+        status, status_sent = 500, False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_sent
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, status_sent = message["status"], True
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID, request_id)]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Answered here rather than by an exception handler: Starlette's ServerErrorMiddleware
+            # re-raises after its handler, which makes uvicorn log twice and drop the keep-alive
+            # connection. Here the client gets the fixed 500 and its connection stays usable.
+            log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
+            if status_sent:
+                raise
+            status = 500
+            await internal_error_response()(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.metrics.request_seconds.labels(path, str(status)).observe(time.perf_counter() - started)
+
+
+class ApiKeyGuard:
+    """401 on protected paths without a right Bearer key, before anything reads the body."""
+
+    def __init__(self, app: ASGIApp, keys: list[str], prefixes: tuple[str, ...]):
+        self.app = app
+        self.keys = keys
+        self.prefixes = prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.keys and scope["path"].startswith(self.prefixes):
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            try:
+                check_authorization(header, self.keys)
+            except ApiError as err:
+                return await error_response(err)(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

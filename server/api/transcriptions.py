@@ -11,8 +11,14 @@ from starlette.responses import Response
 from server.api.responses import json_response, runtime
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.models.store import ASR
-from server.schemas.common import ERROR_RESPONSES
-from server.schemas.transcriptions import LANGUAGE_NAMES, Language, ResponseFormat, TranscriptionVerbose
+from server.schemas.common import ERROR_RESPONSES, Text
+from server.schemas.transcriptions import (
+    LANGUAGE_NAMES,
+    Language,
+    ResponseFormat,
+    Transcription,
+    TranscriptionVerbose,
+)
 from server.subtitles import to_srt, to_vtt
 from server.transcription import Transcript
 
@@ -23,13 +29,25 @@ MULTIPART_OVERHEAD = 64 * 1024
 router = APIRouter()
 
 
-@router.post(PATH, responses={200: {"model": TranscriptionVerbose, "description": "Per response_format: JSON "
-                                    "{text}, verbose_json, or text/srt/vtt as text/plain."}, **ERROR_RESPONSES},
+_TEXT = {"schema": {"type": "string"}}
+_SUCCESS = {
+    "description": "json: {text}; verbose_json: with segments; text and srt: text/plain; vtt: text/vtt.",
+    "content": {
+        "application/json": {"schema": {"anyOf": [
+            {"$ref": "#/components/schemas/Transcription"}, {"$ref": "#/components/schemas/TranscriptionVerbose"},
+        ]}},
+        "text/plain": _TEXT,
+        "text/vtt": _TEXT,
+    },
+}
+
+
+@router.post(PATH, response_model=Transcription | TranscriptionVerbose, responses={200: _SUCCESS, **ERROR_RESPONSES},
              tags=["audio"])
 async def create_transcription(
     request: Request,
     file: Annotated[UploadFile, File(description="The audio file: wav, flac, mp3, m4a, ogg, opus, webm, ...")],
-    model: Annotated[str, Form(description="FunAudioLLM/SenseVoiceSmall, SenseVoiceSmall or iic/SenseVoiceSmall.")],
+    model: Annotated[Text, Form(description="FunAudioLLM/SenseVoiceSmall, SenseVoiceSmall or iic/SenseVoiceSmall.")],
     language: Annotated[Language, Form(description="Spoken language, or auto to detect it.")] = "auto",
     response_format: Annotated[ResponseFormat, Form()] = "json",
     prompt: Annotated[str | None, Form(description="Accepted and ignored (SenseVoice takes no prompt).")] = None,

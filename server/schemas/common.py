@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, StrictStr
+
+
+def _valid_unicode(value: str) -> str:
+    # JSON may carry lone UTF-16 surrogates ("\ud800"); they are not text, no tokenizer takes them,
+    # and no JSON encoder can echo them back, so they are refused at the door.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone UTF-16 surrogate)") from None
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_valid_unicode)]
 
 
 class ErrorDetail(BaseModel):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from server.schemas.common import Text
 
 TokenIds = list[Annotated[StrictInt, Field(ge=0)]]
 
@@ -13,10 +15,10 @@ class EmbeddingRequest(BaseModel):
     # Unknown fields are ignored, as clients (LangChain, LlamaIndex) send a few of their own.
     model_config = ConfigDict(extra="ignore")
 
-    input: StrictStr | list[StrictStr] | TokenIds | list[TokenIds] = Field(
+    input: Text | list[Text] | TokenIds | list[TokenIds] = Field(
         description="A text, a list of texts, a list of token ids, or a list of token-id lists."
     )
-    model: StrictStr = Field(description="bge-m3 or BAAI/bge-m3.")
+    model: Text = Field(description="bge-m3 or BAAI/bge-m3.")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="float: JSON numbers; base64: little-endian float32 bytes, base64-encoded."
     )

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from server.schemas.common import Text
 
 MAX_OVERLAP_TOKENS = 80
 
 
 class DocumentObject(BaseModel):
-    text: StrictStr
+    text: Text
 
 
 class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: StrictStr = Field(description="BAAI/bge-reranker-v2-m3 or bge-reranker-v2-m3.")
-    query: StrictStr = Field(description="The query the documents are ranked against.")
-    documents: list[StrictStr | DocumentObject] = Field(description="Texts, or {\"text\": ...} objects.")
+    model: Text = Field(description="BAAI/bge-reranker-v2-m3 or bge-reranker-v2-m3.")
+    query: Text = Field(description="The query the documents are ranked against.")
+    documents: list[Text | DocumentObject] = Field(description="Texts, or {\"text\": ...} objects.")
     top_n: StrictInt = Field(4, ge=1, description="How many results to return; more than the documents = all.")
     return_documents: bool = Field(False, description="Include each document's text in its result.")
     max_chunks_per_doc: StrictInt = Field(
