@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from server.errors import StartupError
-from server.models.padding import pad_right
+from server.models.padding import longest_piece, pad_right
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class BgeM3:
         self.tokenizer = reference.tokenizer
         self.model = reference.model.to(device=device, dtype=dtype).eval()
         self.device = device
+        self.max_piece_chars = longest_piece(self.tokenizer)
         self.dim = self.model.model.config.hidden_size
         # The reference drops these ids from lexical weights (FlagEmbedding's _process_token_weights).
         self._unused_ids = {

@@ -1,4 +1,4 @@
-"""Batch padding shared by the XLM-R adapters."""
+"""Helpers shared by the XLM-R adapters: batch padding, and the longest text worth tokenizing."""
 
 from __future__ import annotations
 
@@ -15,3 +15,9 @@ def pad_right(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[
         input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         attention_mask[i, : len(row)] = 1
     return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+
+def longest_piece(tokenizer) -> int:
+    """Characters in the vocabulary's longest piece: a text of n tokens has at most about n times
+    this many characters, so longer text can be refused or cut before it is tokenized at all."""
+    return max(len(piece) for piece in tokenizer.get_vocab())

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from server.errors import StartupError
-from server.models.padding import pad_right
+from server.models.padding import longest_piece, pad_right
 
 
 class BgeReranker:
@@ -29,6 +29,7 @@ class BgeReranker:
         if self.model.config.num_labels != 1:
             raise StartupError(f"{path} is not a one-logit cross-encoder (num_labels={self.model.config.num_labels}).")
         self.device = device
+        self.max_piece_chars = longest_piece(self.tokenizer)
         # Position embeddings hold max_length + 2 (XLM-R's padding offset).
         self.max_tokens = self.model.config.max_position_embeddings - 2
         # <s> q </s></s> d </s>: the tokenizer's own pair template, measured once.
