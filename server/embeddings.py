@@ -80,6 +80,7 @@ class EmbeddingService:
         """Refuse or cut, by characters, a text far over the token limit before tokenizing it:
         tokenizing a 16 MB string would cost ~20 s and ~2 GB to learn it is too long."""
         max_chars = self.max_tokens * self.model.max_piece_chars
+        text = self.model.cut_chars(text, max_chars + 1)
         if len(text) <= max_chars:
             return text
         if truncate:

@@ -101,12 +101,12 @@ class RerankService:
     def _pairs(self, req: RerankRequest, texts: list[str]) -> tuple[list[list[int]], list[int]]:
         """Every (query, window) pair as model input ids, with the document each belongs to."""
         query_chars = (self.max_query_tokens + 1) * self.model.max_piece_chars
-        query_ids = self.model.tokenize([req.query[:query_chars]])[0][: self.max_query_tokens]
+        query_ids = self.model.tokenize([req.query], query_chars)[0][: self.max_query_tokens]
         room = self.max_length - len(query_ids) - self.model.pair_overhead
         pairs, owners = [], []
         # Text past what max_chunks_per_doc windows can hold is never scored: do not tokenize it.
         max_chars = (req.max_chunks_per_doc * room + 1) * self.model.max_piece_chars
-        for index, doc_ids in enumerate(self.model.tokenize([t[:max_chars] for t in texts])):
+        for index, doc_ids in enumerate(self.model.tokenize(texts, max_chars)):
             for start, end in plan_windows(len(doc_ids), room, req.overlap_tokens, req.max_chunks_per_doc):
                 pairs.append(self.model.pair(query_ids, doc_ids[start:end]))
                 owners.append(index)

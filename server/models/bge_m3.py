@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from server.errors import StartupError
-from server.models.padding import longest_piece, pad_right
+from server.models.xlmr_common import cut_chars, longest_piece, pad_right
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ class BgeM3:
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+
+    def cut_chars(self, text: str, max_chars: int) -> str:
+        return cut_chars(self.tokenizer, text, max_chars)
 
     def wrap_ids(self, ids: list[int]) -> list[int]:
         return self.tokenizer.build_inputs_with_special_tokens(ids)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from server.errors import StartupError
-from server.models.padding import longest_piece, pad_right
+from server.models.xlmr_common import cut_chars, longest_piece, pad_right
 
 
 class BgeReranker:
@@ -35,7 +35,11 @@ class BgeReranker:
         # <s> q </s></s> d </s>: the tokenizer's own pair template, measured once.
         self.pair_overhead = len(self.tokenizer.build_inputs_with_special_tokens([], []))
 
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
+    def tokenize(self, texts: list[str], max_chars: int | None = None) -> list[list[int]]:
+        """Token ids without specials; with ``max_chars``, of at most that many normalized characters
+        (what lies past them is never fed to the model, so it is not tokenized)."""
+        if max_chars is not None:
+            texts = [cut_chars(self.tokenizer, t, max_chars) for t in texts]
         return self.tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
 
     def pair(self, query_ids: list[int], window: list[int]) -> list[int]:

@@ -21,3 +21,17 @@ def longest_piece(tokenizer) -> int:
     """Characters in the vocabulary's longest piece: a text of n tokens has at most about n times
     this many characters, so longer text can be refused or cut before it is tokenized at all."""
     return max(len(piece) for piece in tokenizer.get_vocab())
+
+
+def normalize(tokenizer, text: str) -> str:
+    """The text as the tokenizer's normalizer leaves it (tokenizing it again gives the same ids).
+    XLM-R's collapses runs of spaces, which hold no token, so lengths are measured after it."""
+    normalizer = tokenizer.backend_tokenizer.normalizer
+    return normalizer.normalize_str(text) if normalizer is not None else text
+
+
+def cut_chars(tokenizer, text: str, max_chars: int) -> str:
+    """At most ``max_chars`` characters of the normalized text; cheap when the text is short."""
+    if len(text) <= max_chars:
+        return text
+    return normalize(tokenizer, text)[:max_chars]
