@@ -32,19 +32,8 @@ import torch
 
 from server.background import free_port, serve_in_thread
 from server.config import Settings
+from server.tiny_models import SENSEVOICE_SIZES, XLMR_SIZES
 
-XLMR_SIZES = {
-    "tiny": {},
-    "small": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1536),
-    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-    "full": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
-}
-SENSEVOICE_SIZES = {
-    "tiny": {},
-    "small": dict(output_size=256, attention_heads=4, linear_units=1024, num_blocks=6, tp_blocks=2),
-    "base": dict(output_size=512, attention_heads=4, linear_units=2048, num_blocks=16, tp_blocks=4),
-    "full": dict(output_size=512, attention_heads=4, linear_units=2048, num_blocks=50, tp_blocks=20),
-}
 WORDS = ("the giant panda is a bear native to south central china it eats bamboo and sleeps a lot "
          "rivers mountains 熊猫 竹子 世界 你好 today we test speech models").split()
 

@@ -38,16 +38,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_MINUTES = 60
-XLMR_SIZES = {
-    "tiny": {},
-    "small": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1536),
-    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-}
-SENSEVOICE_SIZES = {
-    "tiny": {},
-    "small": dict(output_size=256, attention_heads=4, linear_units=1024, num_blocks=6, tp_blocks=2),
-    "base": dict(output_size=512, attention_heads=4, linear_units=2048, num_blocks=16, tp_blocks=4),
-}
 WORDS = ("the giant panda is a bear native to south central china it eats bamboo and sleeps a lot rivers "
          "mountains 熊猫 竹子 世界 你好 today we test speech models under load for a while").split()
 ENDPOINTS = {"embeddings": 0.45, "rerank": 0.35, "transcriptions": 0.20}
@@ -318,6 +308,7 @@ def print_report(summary: dict, failures: list[str]) -> None:
 
 
 def build_models(root: Path, size: str) -> dict[str, Path]:
+    from server.tiny_models import SENSEVOICE_SIZES, XLMR_SIZES
     from server.tiny_models.sensevoice import build_tiny_sensevoice
     from server.tiny_models.xlmr import build_tiny_bge_m3, build_tiny_reranker
 
@@ -334,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=None,
                         help="seconds before the warm-up memory reading (default: 20%% of the run, at most 60)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (1-256)")
-    parser.add_argument("--size", choices=list(XLMR_SIZES), default="tiny", help="model size when serving in-process")
+    parser.add_argument("--size", choices=["tiny", "small", "base"], default="tiny", help="model size when serving in-process")
     parser.add_argument("--url", help="drive this server instead of starting one")
     parser.add_argument("--pid", type=int, help="with --url: the server's process id, to watch its memory")
     parser.add_argument("--api-key", help="Bearer key to send")

@@ -14,6 +14,7 @@ from server.api import embeddings, health, models, rerank, transcriptions
 from server.api.middleware import ApiKeyGuard, BodyLimit, RequestContext
 from server.config import Settings
 from server.errors import StartupError, install_error_handlers
+from server.memory import trim_periodically
 from server.metrics import Metrics
 from server.runtime import Runtime
 
@@ -45,10 +46,12 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         if not settings.api_keys:
             log.warning("no API keys configured: every /v1 route is open to anyone who can reach this port")
         loader = asyncio.create_task(load(), name="load-models")
+        trimmer = asyncio.create_task(trim_periodically(), name="malloc-trim")
         try:
             yield
         finally:
             loader.cancel()
+            trimmer.cancel()
             await runtime.close(timeout=settings.shutdown_timeout)
 
     app = FastAPI(

@@ -142,7 +142,7 @@ def _response(err: ApiError) -> JSONResponse:
 
 
 # Errors raised by the framework itself (unknown path, wrong method, body cap while streaming).
-_FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_FRAMEWORK_CODES = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 def install_error_handlers(app: FastAPI) -> None:

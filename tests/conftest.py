@@ -49,3 +49,22 @@ def live_server(**overrides) -> Iterator[LiveServer]:
 def embed_server(bge_m3_dir) -> Iterator[LiveServer]:
     with live_server(embedding_model=str(bge_m3_dir)) as srv:
         yield srv
+
+
+def assert_error_shape(response: httpx.Response, status: int | None = None, code: str | None = None) -> dict:
+    """OpenAI's error body, exactly; with no ``status``, any 4xx."""
+    if status is None:
+        assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    else:
+        assert response.status_code == status, (response.status_code, response.text[:300])
+    body = response.json()
+    assert set(body) == {"error"}, body
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"}, err
+    assert isinstance(err["message"], str) and err["message"]
+    assert isinstance(err["type"], str) and err["type"]
+    assert err["param"] is None or isinstance(err["param"], str)
+    assert err["code"] is None or isinstance(err["code"], str)
+    if code is not None:
+        assert err["code"] == code, err
+    return err

@@ -22,24 +22,12 @@ import numpy as np
 import pytest
 
 from audio_files import FORMATS, encode
-from conftest import live_server
+from conftest import assert_error_shape, live_server
 
 PATH = "/v1/audio/transcriptions"
 UPLOAD_CAP = 2 * 1024 * 1024
 RATE = 16000
 
-
-def assert_error_shape(response: httpx.Response) -> dict:
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
-    body = response.json()
-    assert set(body) == {"error"}, body
-    err = body["error"]
-    assert set(err) == {"message", "type", "param", "code"}, err
-    assert isinstance(err["message"], str) and err["message"]
-    assert isinstance(err["type"], str) and err["type"]
-    assert err["param"] is None or isinstance(err["param"], str)
-    assert err["code"] is None or isinstance(err["code"], str)
-    return err
 
 
 def tone(seconds: float = 1.0, rate: int = RATE, channels: int = 1, amp: float = 0.3) -> np.ndarray:

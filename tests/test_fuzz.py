@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from conftest import live_server  # noqa: E402
+from conftest import assert_error_shape, live_server  # noqa: E402
 
 ALL_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
               response_schema_conformance, response_headers_conformance]
@@ -49,20 +49,6 @@ SERVED = {
         "FunAudioLLM/SenseVoiceSmall", "SenseVoiceSmall", "iic/SenseVoiceSmall"],
 }
 
-
-def assert_error_shape(response, status: int | None = None) -> dict:
-    if status is not None:
-        assert response.status_code == status, (response.status_code, response.text[:300])
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
-    body = response.json()
-    assert set(body) == {"error"}, body
-    err = body["error"]
-    assert set(err) == {"message", "type", "param", "code"}, err
-    assert isinstance(err["message"], str) and err["message"]
-    assert isinstance(err["type"], str) and err["type"]
-    assert err["param"] is None or isinstance(err["param"], str)
-    assert err["code"] is None or isinstance(err["code"], str)
-    return err
 
 
 @pytest.fixture(scope="module")

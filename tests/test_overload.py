@@ -19,23 +19,11 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import live_server
+from conftest import assert_error_shape, live_server
 
 INTERNAL_ERROR = {"error": {"message": "Internal server error.", "type": "server_error", "param": None,
                             "code": "internal_error"}}
 
-
-def assert_error_shape(response: httpx.Response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, (response.status_code, response.text[:300])
-    body = response.json()
-    assert set(body) == {"error"}, body
-    err = body["error"]
-    assert set(err) == {"message", "type", "param", "code"}, err
-    assert isinstance(err["message"], str) and err["message"]
-    assert isinstance(err["type"], str) and err["type"]
-    if code is not None:
-        assert err["code"] == code, err
-    return err
 
 
 def wait_until(predicate, timeout: float, what: str, step: float = 0.02) -> None:

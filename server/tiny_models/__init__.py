@@ -15,6 +15,20 @@ from server.models.store import NONE
 
 log = logging.getLogger(__name__)
 
+# Named sizes of the builders' architectures (random weights), for benchmarks and soak runs.
+XLMR_SIZES = {
+    "tiny": {},
+    "small": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1536),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "full": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+}
+SENSEVOICE_SIZES = {
+    "tiny": {},
+    "small": dict(output_size=256, attention_heads=4, linear_units=1024, num_blocks=6, tp_blocks=2),
+    "base": dict(output_size=512, attention_heads=4, linear_units=2048, num_blocks=16, tp_blocks=4),
+    "full": dict(output_size=512, attention_heads=4, linear_units=2048, num_blocks=50, tp_blocks=20),
+}
+
 
 def demo_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
