@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from server.config import ENV_PREFIX, Settings
 from server.errors import StartupError
 
-log = logging.getLogger("server")
 
 # Flags whose name differs from the field's: --api-key is given once per key.
 _FLAG_NAMES = {"api_keys": "--api-key"}

@@ -6,14 +6,12 @@ Internal faults are a 500 with a fixed message; the details go to the log, never
 
 from __future__ import annotations
 
-import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-log = logging.getLogger(__name__)
 
 
 class StartupError(Exception):
@@ -133,7 +131,7 @@ def error_body(message: str, type_: str, param: str | None, code: str | None) ->
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def _response(err: ApiError) -> JSONResponse:
+def error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(
         error_body(err.message, err.type, err.param, err.code),
         status_code=err.status,
@@ -148,11 +146,11 @@ _FRAMEWORK_CODES = {400: "invalid_body", 404: "not_found", 405: "method_not_allo
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, err: ApiError) -> JSONResponse:
-        return _response(err)
+        return error_response(err)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
-        return _response(_from_validation(err.errors()))
+        return error_response(_from_validation(err.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -165,8 +163,4 @@ def install_error_handlers(app: FastAPI) -> None:
 def internal_error_response() -> JSONResponse:
     """The fixed 500: details go to the log (server/api/middleware.py), never to the client."""
     return JSONResponse(error_body("Internal server error.", "server_error", None, "internal_error"), 500)
-
-
-def error_response(err: ApiError) -> JSONResponse:
-    return _response(err)
 

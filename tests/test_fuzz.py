@@ -22,15 +22,13 @@ import httpx
 import numpy as np
 import pytest
 
-schemathesis = pytest.importorskip("schemathesis")
-hypothesis = pytest.importorskip("hypothesis")
-
-import requests  # noqa: E402  (schemathesis' own transport)
-from hypothesis import HealthCheck, Phase, example, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+import requests  # schemathesis' own transport
+import schemathesis
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
@@ -276,7 +274,6 @@ def _chunks(head: bytes, total: int, tail: bytes, chunk: int = 64 * 1024):
 
 @pytest.mark.parametrize("path", [EMBEDDINGS, RERANK])
 def test_body_over_the_cap_is_413_declared_or_streamed(small_cap, path):
-    pytest.importorskip("psutil")
     head = (b'{"model":"bge-m3","input":"' if path == EMBEDDINGS
             else b'{"model":"bge-reranker-v2-m3","query":"q","documents":["')
     tail = b'"}' if path == EMBEDDINGS else b'"]}'
@@ -390,7 +387,6 @@ def test_an_over_long_input_is_refused_or_cut_cheaply(bge_m3_dir, reranker_dir):
     1 MiB (under the 16 MiB body cap) cost ~0.5 s and ~145 MB, 4 MiB ~5 s and ~545 MB.
     The same text with truncate=true, as a rerank query, and as a document cut to 2 windows, must be
     as cheap."""
-    pytest.importorskip("psutil")
     words = (b"panda bamboo tea " * 70_000)[: 1024 * 1024]
     with live_server(embedding_model=str(bge_m3_dir), reranker_model=str(reranker_dir)) as running, \
             running.client() as client:

@@ -7,7 +7,6 @@ instead of ``encode``, which re-tokenizes, re-sorts, truncates at 512 and forces
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import torch
 from server.errors import StartupError
 from server.models.xlmr_common import cut_chars, longest_piece, pad_right
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ before the features, encoder, CTC greedy decoding, BPE decoding.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,6 @@ import torch
 
 from server.errors import StartupError
 
-log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 _TAG = re.compile(r"<\|([^|]*)\|>")
