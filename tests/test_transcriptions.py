@@ -155,6 +155,20 @@ def test_silence_is_200_with_empty_text(server):
     assert verbose["segments"] == [] and verbose["duration"] == pytest.approx(3.0)
 
 
+def test_sound_without_speech_is_empty_and_digital_silence_never_queued(server):
+    """A short clip is queued while the VAD runs alongside; when the VAD finds no speech the queued
+    item is dropped or its result ignored. Digital silence is not even queued."""
+    stats = server.app.state.runtime.served["asr"].batcher.stats
+    rng = np.random.default_rng(3)
+    t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+    for clip in (0.02 * rng.standard_normal(2 * SAMPLE_RATE), 0.1 * np.sin(2 * np.pi * 440 * t)):
+        verbose = transcribe(server, wav(clip.astype(np.float32)), response_format="verbose_json")
+        assert verbose["text"] == "" and verbose["segments"] == []
+    submitted = stats.submitted
+    assert transcribe(server, wav(np.zeros(SAMPLE_RATE, dtype=np.float32))) == {"text": ""}
+    assert stats.submitted == submitted
+
+
 # ---- response formats, through the official client -------------------------------------------------
 
 
