@@ -28,13 +28,21 @@ class _BatcherCollector(Collector):
             "inference_items", "Batcher items by outcome (submitted, computed, dropped, rejected, failed).",
             labels=["model", "outcome"],
         )
+        # Padding efficiency over any window is rate(real) / rate(padded): totals, not a per-batch ratio.
+        cost = CounterMetricFamily(
+            "inference_batch_cost", "Cost (tokens, or audio frames) run in forward passes: real, or padded as "
+            "computed.", labels=["model", "kind"],
+        )
         for model, batcher in self.batchers.items():
             depth.add_metric([model], batcher.queue_depth)
             s = batcher.stats
             for outcome in ("submitted", "computed", "dropped", "rejected", "failed", "oom_splits"):
                 items.add_metric([model, outcome], getattr(s, outcome))
+            cost.add_metric([model, "real"], s.real_cost)
+            cost.add_metric([model, "padded"], s.padded_cost)
         yield depth
         yield items
+        yield cost
 
 
 class Metrics:

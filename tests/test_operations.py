@@ -79,8 +79,12 @@ def test_metrics_report_queue_batches_and_latency(embed_server):
         'inference_input_tokens_total{model="bge-m3"}',
     ):
         assert name in text, name
-    computed = next(l for l in text.splitlines() if l.startswith('inference_items_total{model="bge-m3",outcome="computed"}'))
-    assert float(computed.split()[-1]) >= 2
+    value = lambda series: float(next(l for l in text.splitlines() if l.startswith(series)).split()[-1])  # noqa: E731
+    assert value('inference_items_total{model="bge-m3",outcome="computed"}') >= 2
+    # An embedding item's real cost is its tokens: the same count usage reports.
+    real, padded = value('inference_batch_cost_total{kind="real",model="bge-m3"}'), value(
+        'inference_batch_cost_total{kind="padded",model="bge-m3"}')
+    assert real == value('inference_input_tokens_total{model="bge-m3"}') and padded >= real
 
 
 def test_unknown_route_and_method_use_the_error_shape(embed_server):
