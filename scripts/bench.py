@@ -1,28 +1,42 @@
-"""Benchmark the server against its practical limit, side by side in one run, as ratios.
+"""Benchmark the server against its practical limit and its peers, side by side in one run, as ratios.
 
 For each model it builds a model directory of a named size (random weights: compute does not depend
-on their values) or takes a real one, then measures on one fixed, seeded workload:
+on their values) or takes a real one, then measures on fixed, seeded workloads:
 
 * offline: the reference library over the whole workload in one call (BGEM3FlagModel.encode,
-  FlagReranker.compute_score, funasr AutoModel.generate): the practical limit of this stack;
-* server: the real server on 127.0.0.1, driven by N concurrent clients sending one item each;
+  FlagReranker.compute_score, funasr AutoModel.generate batched): the practical limit of this stack;
+* server: this server, started as its own process on 127.0.0.1 (``inference-server serve``), driven
+  by N concurrent closed-loop clients, each sending one request at a time;
 * batching off: the same server with --max-batch-size 1;
-* lone: one request at a time, p50 latency against the bare forward pass of that input.
+* peers, on the same model directory (``--peers``, see scripts/peers.py): Infinity for embeddings and
+  rerank, funasr's own funasr-server for transcription;
+* lone: one request at a time of one typical input, repeated: its p50 latency against the bare
+  forward passes it needed (read from the server's own /metrics), i.e. the overhead the server adds;
+* latency against offered load: open-loop (Poisson) arrivals at fractions of the server's capacity,
+  per system, plotted to a PNG.
 
-    python scripts/bench.py --size small --clients 32 --models embedding,reranker,asr --out bench.json
+    python scripts/bench.py --size small
+    python scripts/bench.py --size base --models embedding --peers --out bench.json --plot bench.png
+    python scripts/bench.py --model-dir embedding=models/bge-m3 --models embedding
 
-Prints a Markdown table; --out writes JSON. Every loop is bounded; only loopback is used.
+Prints Markdown tables and the targets with their verdicts; --out writes everything as JSON. Every
+loop is bounded in count and time; only loopback is used.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
+import logging
 import random
-import statistics
+import sys
 import tempfile
 import time
+import wave
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,167 +44,414 @@ import httpx
 import numpy as np
 import torch
 
-from server.background import free_port, serve_in_thread
-from server.config import Settings
-from server.tiny_models import SENSEVOICE_SIZES, XLMR_SIZES
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from server.background import free_port, started_process  # noqa: E402
+from server.tiny_models import SENSEVOICE_SIZES, XLMR_SIZES  # noqa: E402
+
+KINDS = ("embedding", "reranker", "asr")
 WORDS = ("the giant panda is a bear native to south central china it eats bamboo and sleeps a lot "
          "rivers mountains 熊猫 竹子 世界 你好 today we test speech models").split()
+SAMPLE_RATE = 16000
+OFFLINE, SERVER, SERVER_OFF = "offline reference (one call)", "server", "server, batching off"
+
+
+# ---- workloads ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    json: dict | None = None  # the body of a JSON endpoint
+    audio: bytes | None = None  # a WAV file, for transcription
+    units: float = 1.0  # texts, documents or audio seconds it carries
 
 
 @dataclass
-class Result:
-    system: str
-    units: float  # items (texts, documents, audio seconds) processed
-    seconds: float
-    latencies: list[float] = field(default_factory=list)
-    mean_batch: float | None = None
-    padding_efficiency: float | None = None
-    forward_s: float | None = None  # mean seconds of forward passes per request
-
-    def row(self, unit: str) -> dict:
-        lat = sorted(self.latencies)
-        pick = (lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))]) if lat else (lambda q: None)
-        return {"system": self.system, f"{unit}/s": self.units / self.seconds, "p50 ms": pick(0.5),
-                "p95 ms": pick(0.95), "p99 ms": pick(0.99), "mean batch": self.mean_batch,
-                "padding efficiency": self.padding_efficiency}
+class Workload:
+    kind: str
+    name: str
+    unit: str  # what `units` count
+    requests: list[Request]
+    lone: Request  # the typical input the lone-latency run repeats
+    clients: int
+    offline: Callable[[Path], float] | None  # seconds the reference library takes over all requests
 
 
 def text(rng: random.Random, words: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(words))
 
 
-def text_workload(n: int, seed: int = 0) -> list[str]:
-    """Mostly short and mixed-length texts, a few long ones."""
-    rng = random.Random(seed)
-    lengths = [rng.choice([rng.randint(4, 32)] * 5 + [rng.randint(32, 256)] * 4 + [rng.randint(400, 1000)])
-               for _ in range(n)]
-    return [text(rng, k) for k in lengths]
+def embedding_workloads(args) -> list[Workload]:
+    rng = random.Random(0)
+    short = [text(rng, rng.randint(4, 32)) for _ in range(args.items)]
+    # Mostly short and mid-length texts, one in ten long (400-1000 words).
+    mixed = [text(rng, rng.choice([rng.randint(4, 32)] * 5 + [rng.randint(32, 256)] * 4 + [rng.randint(400, 1000)]))
+             for _ in range(args.items)]
+    lone = Request({"model": "bge-m3", "input": text(rng, 64)})
+
+    def workload(name: str, texts: list[str]) -> Workload:
+        def offline(model_dir: Path) -> float:
+            from FlagEmbedding import BGEM3FlagModel
+
+            model = BGEM3FlagModel(str(model_dir), use_fp16=False, devices="cpu")
+            model.encode(texts[:4], max_length=8192)
+            started = time.perf_counter()
+            model.encode(texts, batch_size=32, max_length=8192)
+            return time.perf_counter() - started
+
+        requests = [Request({"model": "bge-m3", "input": t}) for t in texts]
+        return Workload("embedding", name, "texts", requests, lone, args.clients, offline)
+
+    return [workload("short texts", short), workload("mixed lengths", mixed)]
+
+
+def reranker_workloads(args) -> list[Workload]:
+    rng = random.Random(1)
+    queries = []
+    for _ in range(max(4, args.items // 16)):
+        # 10-100 documents, one in ten long enough (300-900 words) to be cut into windows.
+        docs = [text(rng, rng.choice([rng.randint(5, 60)] * 9 + [rng.randint(300, 900)]))
+                for _ in range(rng.randint(10, 100))]
+        queries.append((text(rng, rng.randint(3, 12)), docs))
+    lone_docs = [text(rng, rng.randint(5, 60)) for _ in range(20)]
+    body = lambda q, d: {"model": "bge-reranker-v2-m3", "query": q, "documents": d, "top_n": len(d)}  # noqa: E731
+
+    def offline(model_dir: Path) -> float:
+        from FlagEmbedding import FlagReranker
+
+        model = FlagReranker(str(model_dir), use_fp16=False, devices="cpu")
+        pairs = [[q, d] for q, docs in queries for d in docs]
+        model.compute_score(pairs[:4])
+        started = time.perf_counter()
+        model.compute_score(pairs, batch_size=32)
+        return time.perf_counter() - started
+
+    requests = [Request(body(q, d), units=len(d)) for q, d in queries]
+    return [Workload("reranker", "10-100 documents", "documents", requests,
+                     Request(body("where do pandas live", lone_docs), units=20), args.clients, offline)]
 
 
 def speech_clip(seconds: float, seed: int) -> np.ndarray:
     """`seconds` of real speech (the espeak-ng recording the tests use), from a seeded offset."""
     from server.audio import decode_audio
 
-    speech = decode_audio((Path(__file__).parent.parent / "tests/data/speech_pauses.flac").read_bytes(),
-                          max_seconds=60)
-    tiled = np.tile(speech, int(seconds * 16000 // len(speech)) + 2)
+    speech = decode_audio((ROOT / "tests/data/speech_pauses.flac").read_bytes(), max_seconds=60)
+    tiled = np.tile(speech, int(seconds * SAMPLE_RATE // len(speech)) + 2)
     start = np.random.default_rng(seed).integers(0, len(speech))
-    return tiled[start:start + int(seconds * 16000)]
+    return tiled[start:start + int(seconds * SAMPLE_RATE)]
 
 
 def wav_bytes(audio: np.ndarray) -> bytes:
-    import io
-    import wave
-
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(SAMPLE_RATE)
         w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
     return buf.getvalue()
 
 
-async def drive(url: str, requests: list[dict], clients: int, deadline_s: float) -> tuple[float, list[float], int]:
-    """Send the requests from `clients` concurrent clients; returns (wall seconds, latencies, done)."""
+def asr_workloads(args) -> list[Workload]:
+    rng = random.Random(2)
+    ten = [speech_clip(10.0, seed) for seed in range(max(8, args.items // 16))]
+    # Clips of 3-30 s and two of three minutes (cut at pauses into several segments).
+    mixed_lengths = [rng.uniform(3, 30) for _ in range(max(8, args.items // 16))] + [180.0, 180.0]
+    rng.shuffle(mixed_lengths)
+    mixed = [speech_clip(s, 100 + i) for i, s in enumerate(mixed_lengths)]
+
+    def offline_for(clips: list[np.ndarray]) -> Callable[[Path], float]:
+        def offline(model_dir: Path) -> float:
+            from funasr import AutoModel
+
+            model = AutoModel(model=str(model_dir), disable_update=True, device="cpu",
+                              ncpu=torch.get_num_threads(), disable_pbar=True)
+            model.kwargs["frontend"].dither = 0.0
+            model.generate(input=clips[:1], disable_pbar=True)
+            started = time.perf_counter()
+            model.generate(input=clips, batch_size=len(clips), disable_pbar=True)
+            return time.perf_counter() - started
+
+        return offline
+
+    as_request = lambda c: Request({"model": "SenseVoiceSmall"}, wav_bytes(c), len(c) / SAMPLE_RATE)  # noqa: E731
+    lone = as_request(ten[0])
+    return [
+        Workload("asr", "10 s clips", "audio s", [as_request(c) for c in ten], lone, 8, offline_for(ten)),
+        # funasr's generate needs its own VAD model (fsmn-vad, a download) for minutes-long audio:
+        # no offline limit for this one.
+        Workload("asr", "3-30 s and 3 min clips", "audio s", [as_request(c) for c in mixed], lone, 8, None),
+    ]
+
+
+WORKLOADS = {"embedding": embedding_workloads, "reranker": reranker_workloads, "asr": asr_workloads}
+
+
+# ---- systems under test ---------------------------------------------------------------------------
+
+
+@dataclass
+class Endpoint:
+    """A running system that serves one kind: how to send it a request, and its batch counters."""
+
+    name: str
+    send: Callable[[httpx.AsyncClient, Request], Awaitable[httpx.Response]]
+    base_url: str
+    counters: Callable[[], dict[str, float]] | None = None
+
+
+OUR_PATHS = {"embedding": "/v1/embeddings", "reranker": "/v1/rerank", "asr": "/v1/audio/transcriptions"}
+
+
+def our_send(kind: str):
+    async def send(http: httpx.AsyncClient, req: Request) -> httpx.Response:
+        if req.audio is not None:
+            return await http.post(OUR_PATHS[kind], files={"file": ("clip.wav", req.audio)}, data=req.json)
+        return await http.post(OUR_PATHS[kind], json=req.json)
+
+    return send
+
+
+@contextmanager
+def our_server(kind: str, model_dir: Path, *, batch_size: int, dtype: str, name: str) -> Iterator[Endpoint]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    models = {k: str(model_dir) if k == kind else "none" for k in KINDS}
+    cmd = [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--embedding-model", models["embedding"], "--reranker-model", models["reranker"],
+           "--asr-model", models["asr"], "--max-batch-size", str(batch_size), "--dtype", dtype,
+           "--log-level", "warning", "--offline"]
+    with started_process(cmd, f"{url}/ready"):
+        yield Endpoint(name, our_send(kind), url, lambda: scrape_counters(url))
+
+
+def scrape_counters(url: str) -> dict[str, float]:
+    """The batchers' totals from /metrics: computed items, forward passes and their seconds, cost."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals = dict.fromkeys(("computed", "batches", "batch_seconds", "real", "padded"), 0.0)
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
+        for s in family.samples:
+            if s.name == "inference_items_total" and s.labels.get("outcome") == "computed":
+                totals["computed"] += s.value
+            elif s.name == "inference_batch_size_count":
+                totals["batches"] += s.value
+            elif s.name == "inference_batch_seconds_sum":
+                totals["batch_seconds"] += s.value
+            elif s.name == "inference_batch_cost_total":
+                totals[s.labels["kind"]] += s.value
+    return totals
+
+
+def systems(kind: str, model_dir: Path, args) -> list[Callable[[], Iterator[Endpoint]]]:
+    """Context managers that start each system for this kind, ours first."""
+    found = [
+        lambda: our_server(kind, model_dir, batch_size=args.max_batch_size, dtype=args.dtype, name=SERVER),
+        lambda: our_server(kind, model_dir, batch_size=1, dtype=args.dtype, name=SERVER_OFF),
+    ]
+    if args.peers:
+        import peers
+
+        peer = peers.peer_for(kind, model_dir, args.peers_dir)
+        if peer is not None:
+            found.append(peer)
+    return found
+
+
+# ---- load drivers ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    units: float = 0.0
+    errors: int = 0
+
+    def percentile(self, q: float) -> float | None:
+        lat = sorted(self.latencies)
+        return 1000 * lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None
+
+
+async def _timed(ep: Endpoint, http: httpx.AsyncClient, req: Request, run: Run) -> None:
+    started = time.perf_counter()
+    try:
+        response = await ep.send(http, req)
+        ok = response.status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    if ok:
+        run.latencies.append(time.perf_counter() - started)
+        run.units += req.units
+    else:
+        run.errors += 1
+
+
+def _client(ep: Endpoint, connections: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=ep.base_url, timeout=600,
+                             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections))
+
+
+async def closed_loop(ep: Endpoint, requests: list[Request], clients: int, deadline_s: float) -> Run:
+    """`clients` clients, each sending its next request when the last one is answered."""
     queue = list(reversed(requests))
-    latencies: list[float] = []
+    run = Run(0.0)
     stop = time.monotonic() + deadline_s
 
     async def client(http: httpx.AsyncClient) -> None:
         while queue and time.monotonic() < stop:
-            req = queue.pop()
-            started = time.perf_counter()
-            response = await http.post(req["path"], **req["kwargs"])
-            response.raise_for_status()
-            latencies.append(time.perf_counter() - started)
+            await _timed(ep, http, queue.pop(), run)
 
     started = time.perf_counter()
-    limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
+    async with _client(ep, clients) as http:
         await asyncio.gather(*(client(http) for _ in range(clients)))
-    return time.perf_counter() - started, latencies, len(latencies)
+    run.seconds = time.perf_counter() - started
+    return run
 
 
-def run_server(kind: str, model_dir: Path, requests: list[dict], units: list[float], clients: int,
-               batch_size: int, args, label: str | None = None) -> Result:
-    settings = Settings(**{"embedding_model": "none", "reranker_model": "none", "asr_model": "none",
-                           f"{kind}_model": str(model_dir)},
-                        port=free_port(), max_batch_size=batch_size, dtype=args.dtype, log_level="warning")
-    with serve_in_thread(settings) as srv:
-        asyncio.run(drive(srv.url, requests[:2], 1, 60))  # warm the HTTP path
-        stats = srv.runtime.served[kind].batcher.stats
-        counters = ("computed", "batches", "real_cost", "padded_cost", "busy_seconds")
-        before = [getattr(stats, c) for c in counters]
-        wall, latencies, done = asyncio.run(drive(srv.url, requests, clients, args.max_seconds))
-        computed, batches, real, padded, busy = (getattr(stats, c) - b for c, b in zip(counters, before))
-    label = label or ("server" if batch_size > 1 else "server, batching off") + f" ({clients} clients)"
-    result = Result(label, sum(units[:done]), wall, latencies, computed / max(1, batches), real / max(1, padded))
-    result.forward_s = busy / max(1, done)
-    return result
+async def open_loop(ep: Endpoint, requests: list[Request], rate: float, deadline_s: float) -> Run:
+    """Requests arriving at `rate` per second (Poisson, seeded) whatever the answers: offered load."""
+    gaps = np.random.default_rng(7).exponential(1 / rate, len(requests))
+    run = Run(0.0)
+    started = time.perf_counter()
+    async with _client(ep, 256) as http:
+        tasks = []
+        for req, gap in zip(requests, gaps):
+            await asyncio.sleep(gap)
+            if time.perf_counter() - started > deadline_s:
+                break
+            tasks.append(asyncio.create_task(_timed(ep, http, req, run)))
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=deadline_s * 2 + 60)
+    run.seconds = time.perf_counter() - started
+    return run
 
 
-# ---- per-model workloads and offline references -----------------------------------------------------
+# ---- measuring ------------------------------------------------------------------------------------
 
 
-def embedding_case(model_dir: Path, args):
-    texts = text_workload(args.items)
-    requests = [{"path": "/v1/embeddings", "kwargs": {"json": {"model": "bge-m3", "input": t}}} for t in texts]
+def measure(ep: Endpoint, wl: Workload, args) -> dict:
+    """Closed-loop throughput with the workload's clients, then the lone-request latency."""
+    asyncio.run(closed_loop(ep, wl.requests[:2], 1, 120))  # warm the HTTP path and the model
+    before = ep.counters() if ep.counters else None
+    run = asyncio.run(closed_loop(ep, wl.requests, wl.clients, args.max_seconds))
+    row = {"system": ep.name, f"{wl.unit}/s": run.units / run.seconds, "requests/s": len(run.latencies) / run.seconds,
+           "p50 ms": run.percentile(0.5), "p95 ms": run.percentile(0.95), "p99 ms": run.percentile(0.99),
+           "mean batch": None, "padding efficiency": None, "errors": run.errors}
+    if before is not None:
+        delta = {k: v - before[k] for k, v in ep.counters().items()}
+        row["mean batch"] = delta["computed"] / max(1, delta["batches"])
+        row["padding efficiency"] = delta["real"] / max(1, delta["padded"])
 
-    def offline() -> Result:
-        from FlagEmbedding import BGEM3FlagModel
-
-        model = BGEM3FlagModel(str(model_dir), use_fp16=False, devices="cpu")
-        model.encode(texts[:4], max_length=8192)
-        started = time.perf_counter()
-        model.encode(texts, batch_size=32, max_length=8192)
-        return Result("offline BGEM3FlagModel.encode", len(texts), time.perf_counter() - started)
-
-    return "texts", requests, [1.0] * len(texts), offline
-
-
-def reranker_case(model_dir: Path, args):
-    rng = random.Random(1)
-    batches = []
-    for _ in range(max(1, args.items // 40)):
-        docs = [text(rng, rng.choice([rng.randint(5, 60)] * 9 + [rng.randint(300, 900)])) for _ in range(rng.randint(10, 100))]
-        batches.append((text(rng, rng.randint(3, 12)), docs))
-    requests = [{"path": "/v1/rerank", "kwargs": {"json": {"model": "bge-reranker-v2-m3", "query": q, "documents": d}}}
-                for q, d in batches]
-
-    def offline() -> Result:
-        from FlagEmbedding import FlagReranker
-
-        model = FlagReranker(str(model_dir), use_fp16=False, devices="cpu")
-        pairs = [[q, d] for q, docs in batches for d in docs]
-        model.compute_score(pairs[:4])
-        started = time.perf_counter()
-        model.compute_score(pairs, batch_size=32)
-        return Result("offline FlagReranker.compute_score", len(pairs), time.perf_counter() - started)
-
-    return "documents", requests, [float(len(d)) for _, d in batches], offline
+    before = ep.counters() if ep.counters else None
+    lone = asyncio.run(closed_loop(ep, [wl.lone] * args.lone, 1, args.max_seconds))
+    row["lone p50 ms"] = lone.percentile(0.5)
+    if before is not None and lone.latencies:
+        # The forward passes of a lone request are its batches: their seconds are the bare compute.
+        forward_s = (ep.counters()["batch_seconds"] - before["batch_seconds"]) / len(lone.latencies)
+        row["lone forward ms"] = 1000 * forward_s
+    return row
 
 
-def asr_case(model_dir: Path, args):
-    clips = [speech_clip(10.0, seed) for seed in range(max(8, args.items // 25))]
-    requests = [{"path": "/v1/audio/transcriptions",
-                 "kwargs": {"files": {"file": ("a.wav", wav_bytes(c))}, "data": {"model": "SenseVoiceSmall"}}}
-                for c in clips]
-
-    def offline() -> Result:
-        from funasr import AutoModel
-
-        model = AutoModel(model=str(model_dir), disable_update=True, device="cpu",
-                          ncpu=torch.get_num_threads(), disable_pbar=True)
-        model.kwargs["frontend"].dither = 0.0
-        model.generate(input=clips[:1], disable_pbar=True)
-        started = time.perf_counter()
-        model.generate(input=clips, batch_size=len(clips), disable_pbar=True)
-        return Result("offline funasr generate (batched)", 10.0 * len(clips), time.perf_counter() - started)
-
-    return "audio s", requests, [10.0] * len(clips), offline
+def sweep(ep: Endpoint, wl: Workload, args, rates: list[float]) -> list[dict]:
+    """Latency at each offered load, from a prefix of the workload lasting about --sweep-seconds."""
+    points = []
+    for rate in rates:
+        count = max(8, min(len(wl.requests), round(rate * args.sweep_seconds)))
+        run = asyncio.run(open_loop(ep, wl.requests[:count], rate, args.max_seconds))
+        points.append({"offered requests/s": rate, "served requests/s": len(run.latencies) / run.seconds,
+                       "p50 ms": run.percentile(0.5), "p95 ms": run.percentile(0.95), "errors": run.errors})
+    return points
 
 
-CASES = {"embedding": embedding_case, "reranker": reranker_case, "asr": asr_case}
+def bench_workload(wl: Workload, model_dir: Path, args) -> dict:
+    rows, sweeps, rates = [], {}, None
+    if wl.offline is not None:
+        seconds = wl.offline(model_dir)
+        rows.append({"system": OFFLINE, f"{wl.unit}/s": sum(r.units for r in wl.requests) / seconds})
+    for start in systems(wl.kind, model_dir, args):
+        with start() as ep:
+            print(f"  {wl.kind} / {wl.name}: {ep.name} ...", flush=True)
+            row = measure(ep, wl, args)
+            if rates is None and args.sweep_seconds > 0:  # ours goes first: its capacity sets the scale
+                rates = [f * row["requests/s"] for f in args.sweep_fractions]
+            sweeps[ep.name] = sweep(ep, wl, args, rates or [])
+        rows.append(row)
+    return {"kind": wl.kind, "workload": wl.name, "unit": wl.unit, "clients": wl.clients, "rows": rows,
+            "sweep": sweeps, "ratios": ratios(rows, wl.unit)}
+
+
+def ratios(rows: list[dict], unit: str) -> dict[str, float]:
+    """Ours against each other system ("server / X": above 1 means ours is faster), and the lone
+    request's latency against its forward passes."""
+    speed = {r["system"]: r[f"{unit}/s"] for r in rows}
+    out = {f"server / {name}": speed[SERVER] / value for name, value in speed.items() if name != SERVER}
+    server = next(r for r in rows if r["system"] == SERVER)
+    if server.get("lone forward ms"):
+        out["lone p50 / its forward pass"] = server["lone p50 ms"] / server["lone forward ms"]
+    return out
+
+
+# ---- targets, report, plot ------------------------------------------------------------------------
+
+
+def targets(results: list[dict]) -> list[dict]:
+    """The issue's targets, each with the figure it is judged on."""
+    out = []
+
+    def check(what: str, value: float | None, goal: float, higher: bool = True) -> None:
+        if value is not None:
+            out.append({"target": what, "measured": value, "goal": f"{'>=' if higher else '<='} {goal:g}",
+                        "met": value >= goal if higher else value <= goal})
+
+    for res in results:
+        name, r = f"{res['kind']} ({res['workload']})", res["ratios"]
+        if res["kind"] in ("embedding", "reranker"):
+            check(f"{name}: server / offline limit", r.get(f"server / {OFFLINE}"), 0.9)
+            check(f"{name}: server / batching off", r.get(f"server / {SERVER_OFF}"), 3.0)
+            server = next(row for row in res["rows"] if row["system"] == SERVER)
+            if res["workload"] != "short texts":
+                check(f"{name}: padding efficiency", server["padding efficiency"], 0.85)
+        if res["kind"] == "asr" and res["workload"] == "10 s clips":
+            check(f"{name}: server / offline batched funasr", r.get(f"server / {OFFLINE}"), 0.9)
+        if res["workload"] in ("mixed lengths", "10-100 documents", "10 s clips"):
+            check(f"{res['kind']}: lone p50 / its forward pass", r.get("lone p50 / its forward pass"), 1.2, higher=False)
+        for key, value in r.items():
+            if key not in (f"server / {OFFLINE}", f"server / {SERVER_OFF}", "lone p50 / its forward pass"):
+                check(f"{name}: {key} (peer)", value, 1.0)
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+    fmt = lambda v: "" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    swept = [r for r in results if any(r["sweep"].values())]
+    if not swept:
+        return
+    fig, axes = plt.subplots(1, len(swept), figsize=(5.5 * len(swept), 4.5), squeeze=False)
+    for ax, res in zip(axes[0], swept):
+        for i, (system, points) in enumerate(res["sweep"].items()):
+            x = [p["offered requests/s"] for p in points]
+            color = f"C{i}"
+            ax.plot(x, [p["p50 ms"] for p in points], "o-", color=color, label=f"{system} p50")
+            ax.plot(x, [p["p95 ms"] for p in points], "s--", color=color, alpha=0.6, label=f"{system} p95")
+        ax.set_title(f"{res['kind']}: {res['workload']}")
+        ax.set_xlabel("offered load (requests/s, open loop)")
+        ax.set_ylabel("latency (ms)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def build(kind: str, size: str, root: Path) -> Path:
@@ -204,53 +465,50 @@ def build(kind: str, size: str, root: Path) -> Path:
     return builder(root / kind, initializer_range=0.02, **XLMR_SIZES[size])
 
 
-def markdown(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    fmt = lambda v: "" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="embedding,reranker,asr")
+    parser.add_argument("--models", default=",".join(KINDS))
     parser.add_argument("--size", choices=list(XLMR_SIZES), default="small")
     parser.add_argument("--model-dir", action="append", default=[], metavar="KIND=PATH",
                         help="use a real model directory instead of random weights, e.g. embedding=models/bge-m3")
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--items", type=int, default=256, help="texts in the embedding workload (others scale)")
-    parser.add_argument("--lone", type=int, default=20, help="requests in the lone-latency run")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (text workloads; audio uses 8)")
+    parser.add_argument("--items", type=int, default=256, help="texts per embedding workload (others scale)")
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--lone", type=int, default=20, help="repeats of the lone request")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--max-seconds", type=float, default=300, help="bound on each load run")
-    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--sweep-seconds", type=float, default=10,
+                        help="about how long each offered-load point lasts (0: no sweep)")
+    parser.add_argument("--sweep-fractions", type=lambda s: [float(x) for x in s.split(",")],
+                        default=[0.25, 0.5, 0.75, 1.0, 1.25], help="offered loads, as fractions of the server's capacity")
+    parser.add_argument("--peers", action="store_true", help="also run Infinity and funasr-server (scripts/peers.py)")
+    parser.add_argument("--peers-dir", type=Path, default=Path.home() / ".cache/inference-server/peers",
+                        help="where the peers' own virtual environments are made")
+    parser.add_argument("--out", type=Path, help="write every figure as JSON here")
+    parser.add_argument("--plot", type=Path, default=Path("bench.png"), help="latency-vs-load PNG")
     args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise (funasr sets INFO)
     given = dict(item.split("=", 1) for item in args.model_dir)
-    report = {}
+
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.models.split(","):
             model_dir = Path(given[kind]) if kind in given else build(kind, args.size, Path(tmp))
-            unit, requests, units, offline = CASES[kind](model_dir, args)
-            lone = run_server(kind, model_dir, requests[: args.lone], units[: args.lone], 1, 32, args,
-                              label="lone requests (1 client)")
-            results = [offline(),
-                       run_server(kind, model_dir, requests, units, args.clients, 32, args),
-                       run_server(kind, model_dir, requests, units, args.clients, 1, args),
-                       lone]
-            rows = [r.row(unit) for r in results]
-            limit, server, off = (rows[i][f"{unit}/s"] for i in range(3))
-            ratios = {
-                "server / offline limit": server / limit,
-                "server / batching off": server / off,
-                # A lone request against the forward passes it needs: the overhead the server adds.
-                "lone latency / its forward pass": statistics.mean(lone.latencies) / lone.forward_s,
-            }
-            report[kind] = {"size": "given" if kind in given else args.size, "rows": rows, "ratios": ratios}
-            print(f"\n## {kind} ({report[kind]['size']}, {torch.get_num_threads()} torch threads)\n")
-            print(markdown(rows))
-            print("\n" + ", ".join(f"{k}: {v:.2f}x" for k, v in ratios.items()))
+            for wl in WORKLOADS[kind](args):
+                res = bench_workload(wl, model_dir, args)
+                res["size"] = "given" if kind in given else args.size
+                results.append(res)
+                print(f"\n## {kind}: {wl.name} ({res['size']}, {wl.clients} clients, "
+                      f"{torch.get_num_threads()} CPU threads)\n")
+                print(markdown(res["rows"]))
+                print("\n" + ", ".join(f"{k}: {v:.2f}x" for k, v in res["ratios"].items()), flush=True)
+    verdicts = targets(results)
+    print("\n## Targets\n\n" + markdown(verdicts))
+    plot(results, args.plot, f"latency vs offered load ({args.size}, dtype {args.dtype})")
+    print(f"\nplot: {args.plot}")
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2))
+        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                        "results": results, "targets": verdicts}, indent=2))
 
 
 if __name__ == "__main__":
