@@ -1,0 +1,51 @@
+"""server.background.started_process (what the benchmark uses to run servers), and the benchmark's
+verdict arithmetic, which decides what the README calls met."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.background import free_port, started_process
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import bench  # noqa: E402
+
+
+def test_started_process_waits_for_ready_and_stops_the_process(tmp_path):
+    (tmp_path / "ready").write_text("ok")
+    port = free_port()
+    cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)]
+    with started_process(cmd, f"http://127.0.0.1:{port}/ready", ready_timeout=60) as proc:
+        assert proc.poll() is None
+    assert proc.poll() is not None  # stopped when the block ended
+
+
+def test_started_process_reports_a_process_that_dies_with_its_output():
+    cmd = [sys.executable, "-c", "import sys; print('no model here'); sys.exit(3)"]
+    with pytest.raises(RuntimeError, match=r"exited with 3(.|\n)*no model here"):
+        with started_process(cmd, f"http://127.0.0.1:{free_port()}/ready", ready_timeout=60):
+            pass
+
+
+def test_benchmark_ratios_and_targets():
+    rows = [
+        {"system": bench.OFFLINE, "texts/s": 100.0},
+        {"system": bench.SERVER, "texts/s": 95.0, "padding efficiency": 0.9, "lone p50 ms": 11.0, "lone forward ms": 10.0},
+        {"system": bench.SERVER_OFF, "texts/s": 25.0},
+        {"system": "Infinity 0.0.78", "texts/s": 100.0},
+    ]
+    ratios = bench.ratios(rows, "texts")
+    assert ratios == pytest.approx({f"server / {bench.OFFLINE}": 0.95, f"server / {bench.SERVER_OFF}": 3.8,
+                                    "server / Infinity 0.0.78": 0.95, "lone p50 / its forward pass": 1.1})
+    verdicts = {t["target"]: t["met"] for t in bench.targets(
+        [{"kind": "embedding", "workload": "mixed lengths", "rows": rows, "ratios": ratios}])}
+    assert verdicts == {
+        "embedding (mixed lengths): server / offline limit": True,  # 0.95 >= 0.9
+        "embedding (mixed lengths): server / batching off": True,  # 3.8 >= 3
+        "embedding (mixed lengths): padding efficiency": True,
+        "embedding: lone p50 / its forward pass": True,  # 1.1 <= 1.2
+        "embedding (mixed lengths): server / Infinity 0.0.78 (peer)": False,  # behind the peer
+    }
