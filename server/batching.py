@@ -9,7 +9,9 @@ model's own worker thread) and a cost per item (tokens, or audio frames). The ba
   ``max_batch_size``;
 * groups items of similar cost inside a look-ahead window of the oldest ``lookahead`` items, always
   including the oldest item, so nothing is overtaken more than a bounded number of times, and
-  stops growing a batch before padding passes ``1 - min_padding_efficiency`` of it;
+  stops growing a batch before padding passes ``1 - min_padding_efficiency`` of the pass's time,
+  counting the fixed cost every pass pays whatever its size, which the batcher learns from its
+  own passes (ForwardTimeFit);
 * refuses work past ``max_queue`` items (503 + Retry-After) instead of growing a backlog;
 * drops an item whose caller is gone (future cancelled) before it is computed;
 * isolates failures: a batch that raises is split in halves and retried, so one bad item fails
@@ -69,6 +71,43 @@ class BatcherStats:
     real_cost: int = 0  # sum of item costs computed
     padded_cost: int = 0  # sum of rows x costliest row over batches: real / padded = padding efficiency
     busy_seconds: float = 0.0  # time in forward passes: busy / wall time = how busy the worker was
+    fixed_cost: float = 0.0  # not a counter: the current estimate of a pass's fixed cost, in cost units
+
+
+@dataclass
+class ForwardTimeFit:
+    """seconds ~ fixed + per_unit x padded cost, least squares over the recent forward passes (each
+    older pass weighs ``decay`` times less, so the fit follows a machine that gets busier).
+
+    ``fixed_cost`` = fixed / per_unit: what every pass pays whatever its size (Python dispatch of
+    the layers, kernel launches, thread hand-offs), in the units of item cost. Zero until the
+    passes seen vary enough in size to tell the two terms apart."""
+
+    decay: float = 0.99
+    n: float = 0.0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
+
+    def add(self, padded_cost: float, seconds: float) -> None:
+        d = self.decay
+        self.n = d * self.n + 1
+        self.sx = d * self.sx + padded_cost
+        self.sy = d * self.sy + seconds
+        self.sxx = d * self.sxx + padded_cost * padded_cost
+        self.sxy = d * self.sxy + padded_cost * seconds
+
+    @property
+    def fixed_cost(self) -> float:
+        if self.n < 8:
+            return 0.0
+        spread = self.n * self.sxx - self.sx * self.sx  # n^2 x variance of the sizes
+        if spread <= (0.1 * self.sx) ** 2:  # sizes within ~10% of each other: no slope to read
+            return 0.0
+        per_unit = (self.n * self.sxy - self.sx * self.sy) / spread
+        fixed = (self.sy - per_unit * self.sx) / self.n
+        return fixed / per_unit if per_unit > 0 and fixed > 0 else 0.0
 
 
 def is_cuda_oom(err: BaseException) -> bool:
@@ -94,7 +133,7 @@ class Batcher(Generic[P, R]):
     max_batch_size: int
     max_queue: int
     lookahead: int = 64
-    min_padding_efficiency: float = 0.0  # real / padded cost a batch must keep to grow
+    min_padding_efficiency: float = 0.0  # efficiency a batch must keep to grow, see _efficiency
     retry_after_s: int = 1
     on_batch: Callable[[BatchRecord], None] | None = None
     is_oom: Callable[[BaseException], bool] = is_cuda_oom
@@ -110,6 +149,7 @@ class Batcher(Generic[P, R]):
         self._task: asyncio.Task | None = None
         # One thread per model: forward passes of one model never overlap, and never run on the loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batcher-{self.name}")
+        self._times = ForwardTimeFit()
 
     # ---- public surface -------------------------------------------------------------------------
 
@@ -212,14 +252,16 @@ class Batcher(Generic[P, R]):
         by_cost = sorted(window, key=lambda it: it.cost)
         lo = hi = next(i for i, it in enumerate(by_cost) if it is head)
         longest, count, total = head.cost, 1, head.cost
+        fixed = self._times.fixed_cost
+        self.stats.fixed_cost = fixed
         while count < self.max_batch_size:
             shorter = by_cost[lo - 1] if lo > 0 else None
             longer = by_cost[hi + 1] if hi + 1 < len(by_cost) else None
             # Padding added: a shorter item pads up to `longest`; a longer one pads every row so far.
             waste_short = longest - shorter.cost if shorter else None
             waste_long = count * (longer.cost - longest) if longer else None
-            fits_short = shorter is not None and self._fits(count + 1, longest, total + shorter.cost)
-            fits_long = longer is not None and self._fits(count + 1, longer.cost, total + longer.cost)
+            fits_short = shorter is not None and self._fits(count + 1, longest, total + shorter.cost, fixed)
+            fits_long = longer is not None and self._fits(count + 1, longer.cost, total + longer.cost, fixed)
             if fits_short and (not fits_long or waste_short <= waste_long):
                 lo -= 1
                 total += shorter.cost
@@ -237,11 +279,14 @@ class Batcher(Generic[P, R]):
             it.queued = False
         return chosen
 
-    def _fits(self, rows: int, longest: int, real: int) -> bool:
-        """Within the padded budget, and padding stays a small share: on a CPU a padded token costs
-        what a real one does, so a batch that is mostly padding is slower than no batch at all."""
+    def _fits(self, rows: int, longest: int, real: int, fixed: float) -> bool:
+        """Within the padded budget, and padding stays a small share of the pass's time, which is
+        ``fixed + padded`` in cost units. On a CPU a padded token costs what a real one does, so a
+        batch of long items that is mostly padding is slower than no batch at all; for short items
+        the fixed cost dominates, and a little padding buys a much larger batch."""
         padded = rows * longest
-        return padded <= self.max_batch_cost and real >= self.min_padding_efficiency * padded
+        efficiency = (real + fixed) / (padded + fixed)  # 1 - padding's share of the time
+        return padded <= self.max_batch_cost and efficiency >= self.min_padding_efficiency
 
     def _run_isolated(self, payloads: list[P]) -> list[R | BaseException]:
         """Runs on the worker thread. A failing batch is bisected until the failing items stand alone."""
@@ -283,6 +328,8 @@ class Batcher(Generic[P, R]):
         self.stats.real_cost += record.real_cost
         self.stats.padded_cost += record.padded_cost
         self.stats.busy_seconds += seconds
+        if not failed:
+            self._times.add(record.padded_cost, seconds)
         if self.on_batch is not None:
             self.on_batch(record)
 

@@ -71,7 +71,8 @@ class Settings(BaseSettings):
     )
     batch_min_padding_efficiency: float = Field(
         0.85, ge=0, le=1,
-        description="A batch grows only while real / padded cost stays at least this (padding is wasted compute).",
+        description="A batch grows only while padding stays under 1 minus this share of a forward pass's time, "
+        "counting the pass's fixed cost, which the batcher learns (padding is wasted compute).",
     )
     request_timeout: float = Field(
         300.0, gt=0, description="Seconds a request may wait for its results before 504."

@@ -28,6 +28,10 @@ class _BatcherCollector(Collector):
             "inference_items", "Batcher items by outcome (submitted, computed, dropped, rejected, failed).",
             labels=["model", "outcome"],
         )
+        fixed = GaugeMetricFamily(
+            "inference_batch_fixed_cost", "Learnt fixed cost of a forward pass, in cost units (tokens, or "
+            "audio frames); batches of short items may pad up to a share of it.", labels=["model"],
+        )
         # Padding efficiency over any window is rate(real) / rate(padded): totals, not a per-batch ratio.
         cost = CounterMetricFamily(
             "inference_batch_cost", "Cost (tokens, or audio frames) run in forward passes: real, or padded as "
@@ -40,9 +44,11 @@ class _BatcherCollector(Collector):
                 items.add_metric([model, outcome], getattr(s, outcome))
             cost.add_metric([model, "real"], s.real_cost)
             cost.add_metric([model, "padded"], s.padded_cost)
+            fixed.add_metric([model], s.fixed_cost)
         yield depth
         yield items
         yield cost
+        yield fixed
 
 
 class Metrics:

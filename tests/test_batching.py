@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
-from server.batching import Batcher, gather_results
+from server.batching import Batcher, ForwardTimeFit, gather_results
 from server.errors import Overloaded, OutOfMemory, PayloadTooLarge, ShuttingDown, Timeout
 
 
@@ -124,6 +125,46 @@ def test_a_batch_stops_growing_before_padding_dominates():
     batches = [sorted(batch) for batch in model.batches if batch != ["blocker"]]
     assert batches == [["long", "mid"], ["s1", "s2", "s3"]]
     assert b.stats.real_cost / b.stats.padded_cost >= 0.85
+
+
+def test_forward_time_fit_learns_the_fixed_cost_of_a_pass():
+    fit = ForwardTimeFit()
+    for padded in [10, 50, 200, 30, 400, 80, 120, 60, 250, 15]:
+        fit.add(padded, 0.020 + 0.0001 * padded)  # 20 ms per pass + 0.1 ms per unit: fixed = 200 units
+    assert fit.fixed_cost == pytest.approx(200, rel=1e-6)
+    same_size = ForwardTimeFit()
+    for seconds in [0.03, 0.05, 0.04, 0.06, 0.03, 0.05, 0.04, 0.06]:
+        same_size.add(100, seconds)  # no spread in size: no slope to read, so no fixed cost assumed
+    assert same_size.fixed_cost == 0.0
+
+
+def test_a_large_fixed_cost_lets_short_items_of_different_lengths_share_a_pass():
+    """Padding 10 to 20 tokens is 40% waste by tokens, but next to a pass's fixed cost it is little:
+    once the batcher has learnt that cost from its own passes, the short items go together."""
+
+    async def go():
+        model = FakeModel()
+        original = model.run_batch
+
+        def timed(payloads):  # 30 ms per pass plus 0.1 ms per padded unit: fixed cost ~300 units
+            costs = [p[1] if isinstance(p, tuple) else 1 for p in payloads]  # the blocker is a bare string
+            time.sleep(0.03 + 0.0001 * max(costs) * len(costs))
+            return original(payloads)
+
+        b = make(model, run_batch=timed, max_batch_cost=10_000, max_batch_size=8, min_padding_efficiency=0.85)
+        b.start()
+        for i, cost in enumerate([10, 200, 40, 400, 20, 100, 300, 60, 150, 30]):  # learn the pass times
+            await asyncio.gather(*b.submit([((f"warm{i}", cost), cost)]))
+        blocker = await _hold(model, b)
+        futs = b.submit([((name, cost), cost) for name, cost in [("s1", 10), ("s2", 20), ("s3", 14), ("s4", 18)]])
+        model.gate.set()
+        await asyncio.gather(*blocker, *futs)
+        await b.close()
+        return model, b
+
+    model, b = run(go())
+    assert b.stats.fixed_cost == pytest.approx(300, rel=0.3)
+    assert sorted(name for name, _ in model.batches[-1]) == ["s1", "s2", "s3", "s4"]
 
 
 def test_oldest_item_is_never_overtaken_beyond_the_window():
