@@ -30,7 +30,11 @@ class Settings(BaseSettings):
     # --- compute ---
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N. auto picks cuda when available.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="Weights/activations dtype. auto = float16 on CUDA, float32 on CPU."
+        "auto",
+        description="Weights/activations dtype. auto = float16 on CUDA, float32 on CPU (float16 is refused on "
+        "CPU). bfloat16 on a CPU with AVX512-BF16 or AMX runs packed oneDNN kernels around a float32 "
+        "residual stream: about 2x float32's throughput and half its weight memory, outputs close to "
+        "float32's but not identical.",
     )
     cpu_threads: int = Field(0, ge=0, description="torch intra-op threads on CPU (0 = torch's default).")
 

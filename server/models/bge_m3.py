@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from server.errors import StartupError
+from server.models.cpu_bf16 import XlmrEncoder, fast_path
 from server.models.xlmr_common import cut_chars, longest_piece, pad_right
-
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,12 @@ class BgeM3:
             raise StartupError(f"Could not load bge-m3 from {path}: {type(err).__name__}: {err}") from err
         self.tokenizer = reference.tokenizer
         self.model = reference.model.to(device=device, dtype=dtype).eval()
+        if fast_path(device, dtype):
+            # bfloat16 on CPU: packed oneDNN GEMMs around a float32 residual stream (cpu_bf16); the
+            # heads (a few GEMMs per token at most) run in float32 on its float32 output.
+            self.model.model = XlmrEncoder(self.model.model, dtype)
+            self.model.colbert_linear.float()
+            self.model.sparse_linear.float()
         self.device = device
         self.max_piece_chars = longest_piece(self.tokenizer)
         self.dim = self.model.model.config.hidden_size

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from server.errors import StartupError
+from server.models.cpu_bf16 import XlmrEncoder, fast_path
 from server.models.xlmr_common import cut_chars, longest_piece, pad_right
 
 
@@ -25,9 +26,15 @@ class BgeReranker:
         except Exception as err:  # a bad config or weight file: say which directory
             raise StartupError(f"Could not load the reranker from {path}: {type(err).__name__}: {err}") from err
         self.tokenizer = reference.tokenizer
-        self.model = reference.model.to(device=device, dtype=dtype).eval()
-        if self.model.config.num_labels != 1:
-            raise StartupError(f"{path} is not a one-logit cross-encoder (num_labels={self.model.config.num_labels}).")
+        if reference.model.config.num_labels != 1:
+            raise StartupError(f"{path} is not a one-logit cross-encoder (num_labels={reference.model.config.num_labels}).")
+        if fast_path(device, dtype):
+            # bfloat16 on CPU: packed oneDNN GEMMs around a float32 residual stream (cpu_bf16); the
+            # classification head (two small GEMMs on <s>) stays float32.
+            self.model = reference.model.to(device=device).eval()
+            self.model.roberta = XlmrEncoder(self.model.roberta, dtype)
+        else:
+            self.model = reference.model.to(device=device, dtype=dtype).eval()
         self.device = device
         self.max_piece_chars = longest_piece(self.tokenizer)
         # Position embeddings hold max_length + 2 (XLM-R's padding offset).

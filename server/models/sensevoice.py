@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from server.errors import StartupError
+from server.models.cpu_bf16 import CtcBestPath, SanmEncoder, fast_path
 
 
 SAMPLE_RATE = 16000
@@ -59,7 +60,15 @@ class SenseVoice:
                              ncpu=torch.get_num_threads(), disable_pbar=True)
         except Exception as err:  # a bad config or weight file: say which directory
             raise StartupError(f"Could not load SenseVoiceSmall from {path}: {type(err).__name__}: {err}") from err
-        self.model = auto.model.to(device=device, dtype=dtype).eval()
+        self.fast = fast_path(device, dtype)
+        if self.fast:
+            # bfloat16 on CPU: packed oneDNN GEMMs around a float32 residual stream (cpu_bf16);
+            # features, query embeddings and the encoder output stay float32.
+            self.model = auto.model.to(device=device).eval()
+            self.model.encoder = SanmEncoder(self.model.encoder, dtype)
+            self.best_path = CtcBestPath(self.model.ctc.ctc_lo, dtype)
+        else:
+            self.model = auto.model.to(device=device, dtype=dtype).eval()
         self.frontend = auto.kwargs["frontend"]
         # funasr's front end dithers (adds noise) by default: the same clip would give different
         # features, and so possibly different text, on every call. The server is reproducible.
@@ -67,6 +76,7 @@ class SenseVoice:
         self.tokenizer = auto.kwargs["tokenizer"]
         self.device = device
         self.dtype = dtype
+        self.input_dtype = torch.float32 if self.fast else dtype  # of the features fed to the encoder
         self.languages = set(self.model.lid_dict)
 
     @staticmethod
@@ -79,7 +89,7 @@ class SenseVoice:
 
         waves = [torch.from_numpy(np.ascontiguousarray(it.audio, dtype=np.float32)) for it in items]
         speech, lengths = extract_fbank(waves, data_type="sound", frontend=self.frontend)
-        speech = speech.to(device=self.device, dtype=self.dtype)
+        speech = speech.to(device=self.device, dtype=self.input_dtype)
         lengths = lengths.to(self.device)
 
         model = self.model
@@ -90,10 +100,16 @@ class SenseVoice:
         speech = torch.cat((language, event_emotion, textnorm, speech), dim=1)
         lengths = lengths + 4
 
-        encoder_out, encoder_lengths = model.encoder(speech, lengths)
+        if self.input_dtype == torch.float32:
+            encoder_out, encoder_lengths = model.encoder(speech, lengths)
+        else:
+            encoder_out, encoder_lengths = _encode_reduced(model.encoder, speech, lengths)
         if isinstance(encoder_out, tuple):
             encoder_out = encoder_out[0]
-        best = model.ctc.log_softmax(encoder_out).argmax(dim=-1)
+        if self.fast:  # the arg max of the logits is that of their log-softmax
+            best = self.best_path(encoder_out)
+        else:
+            best = model.ctc.log_softmax(encoder_out).argmax(dim=-1)
         results = []
         for row in range(len(items)):
             tokens = torch.unique_consecutive(best[row, : int(encoder_lengths[row])])
@@ -103,3 +119,22 @@ class SenseVoice:
 
     def warm_up(self) -> None:
         self.run_batch([AsrItem(np.zeros(SAMPLE_RATE, dtype=np.float32))])
+
+
+def _encode_reduced(encoder, xs_pad: torch.Tensor, ilens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``SenseVoiceEncoderSmall.forward`` for float16/bfloat16 weights (the eager path, where
+    ``cpu_bf16`` does not apply: CUDA, or a CPU without bfloat16 support in oneDNN). funasr builds
+    the padding mask in float32, and half-precision values times it become float32, which the FSMN
+    convolution's half-precision weight then refuses; here the mask has the values' dtype. The
+    positional encoding is computed in float32 (bfloat16 holds integers exactly only up to 256)."""
+    from funasr.models.sense_voice.model import sequence_mask
+
+    masks = sequence_mask(ilens, maxlen=xs_pad.shape[1], dtype=xs_pad.dtype, device=ilens.device)[:, None, :]
+    positions = SanmEncoder.positions(xs_pad.shape[1], xs_pad.shape[2], xs_pad.device)
+    xs_pad = xs_pad * encoder.output_size() ** 0.5 + positions.to(xs_pad.dtype)
+    for layer in [*encoder.encoders0, *encoder.encoders]:
+        xs_pad = layer(xs_pad, masks)[0]
+    xs_pad = encoder.after_norm(xs_pad)
+    for layer in encoder.tp_encoders:
+        xs_pad = layer(xs_pad, masks)[0]
+    return encoder.tp_norm(xs_pad), masks.squeeze(1).sum(1).int()
