@@ -502,13 +502,16 @@ def main() -> None:
                       f"{torch.get_num_threads()} CPU threads)\n")
                 print(markdown(res["rows"]))
                 print("\n" + ", ".join(f"{k}: {v:.2f}x" for k, v in res["ratios"].items()), flush=True)
-    verdicts = targets(results)
-    print("\n## Targets\n\n" + markdown(verdicts))
-    plot(results, args.plot, f"latency vs offered load ({args.size}, dtype {args.dtype})")
+                save(results, args)  # after every workload: a long run cut short keeps what it measured
+    print("\n## Targets\n\n" + markdown(targets(results)))
     print(f"\nplot: {args.plot}")
+
+
+def save(results: list[dict], args) -> None:
+    plot(results, args.plot, f"latency vs offered load ({args.size}, dtype {args.dtype})")
     if args.out:
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                        "results": results, "targets": verdicts}, indent=2))
+                                        "results": results, "targets": targets(results)}, indent=2))
 
 
 if __name__ == "__main__":
