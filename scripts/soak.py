@@ -1,15 +1,19 @@
 """Soak test: N minutes of mixed concurrent load on all three endpoints, then a verdict.
 
-By default it starts the server itself, in this process (``server.background.serve_in_thread``),
-with tiny random-weight models of the real architectures (``server.tiny_models``; ``--size`` picks
-bigger ones), all on 127.0.0.1. ``--url`` drives an existing server instead (add ``--pid`` to watch
-its memory). Closed-loop clients send embeddings, rerank and transcription requests with seeded
-random shapes and check every answer's shape.
+By default it starts the server itself as a subprocess (``python -m server.cli serve``) on a free
+loopback port, with tiny random-weight models of the real architectures (``server.tiny_models``;
+``--size`` picks bigger ones), and watches that process's memory, so the figures are the server's
+alone (not the clients', the request bodies' or the test audio's). Every wait is bounded and the
+subprocess is always stopped (SIGTERM, then SIGKILL). ``--in-process`` runs the server on a thread
+of this process instead (memory is then server + clients). ``--url`` drives an existing server
+(add ``--pid`` to watch its memory). Closed-loop clients send embeddings, rerank and transcription
+requests with seeded random shapes and check every answer's shape.
 
 It reports requests served, statuses per endpoint, transport errors, latency p50/p95 and resident
-memory (psutil if installed, else /proc/<pid>/status VmRSS) at start, after the warm-up and at the
-end, and exits non-zero on any 5xx, transport error or malformed answer, or if memory grew more
-than ``--max-growth`` (5%) from the warm-up to the end.
+memory (psutil if installed, else /proc/<pid>/status VmRSS), sampled every ``--sample-every``
+seconds: at start, after the warm-up and at the end, and exits non-zero on any 5xx, transport
+error or malformed answer, a server that died, or if memory grew more than ``--max-growth`` (5%)
+from the warm-up to the end.
 
     python scripts/soak.py --minutes 2
     python scripts/soak.py --minutes 10 --size small --concurrency 16 --json soak.json
@@ -25,10 +29,12 @@ import io
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +71,17 @@ def rss_bytes(pid: int) -> int | None:
 
 def mb(value: int | None) -> str:
     return "n/a" if value is None else f"{value / 2**20:.1f} MB"
+
+
+# ---- the server, in a subprocess ----------------------------------------------------------------
+
+def serve_command(models: dict[str, str], port: int, api_key: str | None = None) -> list[str]:
+    """``python -m server.cli serve`` on 127.0.0.1:``port``, on CPU, with these model directories."""
+    cmd = [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--device", "cpu", "--log-level", "warning",
+           "--embedding-model", models["embedding_model"], "--reranker-model", models["reranker_model"],
+           "--asr-model", models["asr_model"]]
+    return cmd + (["--api-key", api_key] if api_key else [])
 
 
 # ---- workload ----------------------------------------------------------------------------------
@@ -140,10 +157,10 @@ def check_body(endpoint: str, payload: dict | None, response: httpx.Response) ->
 
 
 async def worker(client: httpx.AsyncClient, rng: random.Random, deadline: float, clips, stats: Stats,
-                 max_requests: int, mix: dict[str, float]) -> None:
+                 max_requests: int, mix: dict[str, float], stop: asyncio.Event | None = None) -> None:
     names, weights = list(mix), list(mix.values())
     for _ in range(max_requests):
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
             return
         endpoint = rng.choices(names, weights)[0]
         payload = None
@@ -182,8 +199,10 @@ async def worker(client: httpx.AsyncClient, rng: random.Random, deadline: float,
             stats.server_errors.append(f"{endpoint}: {response.status_code} {response.text[:200]}")
 
 
-async def run_load(url: str, api_key: str | None, concurrency: int, seconds: float, warmup_s: float, seed: int,
-                   pid: int | None, mix: dict[str, float], sample_every: float = 5.0) -> tuple[Stats, dict]:
+async def run_load(url: str, api_key: str | None, concurrency: int, seconds: float, seed: int, pid: int | None,
+                   mix: dict[str, float], sample_every: float = 1.0,
+                   server_alive: Callable[[], bool] | None = None) -> tuple[Stats, dict]:
+    """Closed-loop load until ``seconds`` pass, or until ``server_alive`` says the server died."""
     rng = random.Random(seed)
     clips = audio_clips(rng)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -193,23 +212,42 @@ async def run_load(url: str, api_key: str | None, concurrency: int, seconds: flo
     memory["start"] = _measure(pid)
     started = time.monotonic()
     deadline = started + seconds
+    stop = asyncio.Event()
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as client:
-        workers = [asyncio.create_task(worker(client, random.Random(rng.random()), deadline, clips, stats, 10**7, mix))
+        workers = [asyncio.create_task(worker(client, random.Random(rng.random()), deadline, clips, stats, 10**7, mix,
+                                              stop))
                    for _ in range(concurrency)]
-        warm_taken = False
         while not all(w.done() for w in workers):
             await asyncio.sleep(min(sample_every, max(0.05, deadline - time.monotonic())))
-            elapsed = time.monotonic() - started
-            sample = _measure(pid)
-            memory["samples"].append((round(elapsed, 1), sample))
-            if not warm_taken and elapsed >= warmup_s:
-                memory["warm"], memory["warm_at_s"], warm_taken = sample, round(elapsed, 1), True
-                memory["served_at_warm"] = stats.total
+            if server_alive is not None and not server_alive():
+                stop.set()  # no point in hammering a dead server until the deadline
+            if time.monotonic() < deadline:  # a reading after the deadline is of a server going idle
+                memory["samples"].append((round(time.monotonic() - started, 1), _measure(pid)))
         await asyncio.gather(*workers)
     memory["end"] = _measure(pid)
-    memory.setdefault("warm", memory["start"])
     memory["elapsed_s"] = time.monotonic() - started
     return stats, memory
+
+
+def window_medians(samples: list[tuple[float, int | None]], warmup_s: float, load_s: float,
+                   window_s: float) -> dict:
+    """Resident memory after the warm-up and at the end, each the median of the readings in a window
+    (``[warmup, warmup + w]`` and ``[load - w, load]``; ``w`` is ``window_s``, shortened so the two
+    do not overlap). A median over several trim periods (the server trims every 10 s) and many
+    batches reads the level, not where one reading fell in that sawtooth or on one large batch."""
+    window = max(0.0, min(window_s, (load_s - warmup_s) / 2))
+    readings = [(t, v) for t, v in samples if v]
+
+    def median_in(lo: float, hi: float) -> int | None:
+        inside = [v for t, v in readings if lo <= t <= hi]
+        if not inside:  # a window shorter than the sampling interval: the nearest reading
+            nearest = min(readings, key=lambda r: abs(r[0] - lo), default=None)
+            return nearest[1] if nearest else None
+        return int(np.median(inside))
+
+    warm_window, end_window = (warmup_s, warmup_s + window), (load_s - window, load_s)
+    return {"warm": median_in(*warm_window), "end": median_in(*end_window),
+            "warm_window_s": [round(x, 1) for x in warm_window], "end_window_s": [round(x, 1) for x in end_window]}
 
 
 TRIM = False  # --malloc-trim
@@ -241,7 +279,8 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def report(stats: Stats, memory: dict, max_growth: float) -> tuple[dict, list[str]]:
+def report(stats: Stats, memory: dict, max_growth: float, warmup_s: float, load_s: float,
+           window_s: float = 30.0) -> tuple[dict, list[str]]:
     all_latencies = [x for v in stats.latencies.values() for x in v]
     per_endpoint = {
         name: {"served": sum(stats.statuses[name].values()), "statuses": dict(stats.statuses[name]),
@@ -254,9 +293,10 @@ def report(stats: Stats, memory: dict, max_growth: float) -> tuple[dict, list[st
         for status, n in counter.items():
             if status != 200:
                 errors[status] += n
+    levels = window_medians(memory["samples"], warmup_s, load_s, window_s)
     growth = None
-    if memory.get("warm") and memory.get("end"):
-        growth = (memory["end"] - memory["warm"]) / memory["warm"]
+    if levels["warm"] and levels["end"]:
+        growth = (levels["end"] - levels["warm"]) / levels["warm"]
     summary = {
         "requests_served": stats.total,
         "seconds": round(memory["elapsed_s"], 1),
@@ -266,9 +306,11 @@ def report(stats: Stats, memory: dict, max_growth: float) -> tuple[dict, list[st
         "latency_p50_ms": round(1000 * percentile(all_latencies, 50), 1),
         "latency_p95_ms": round(1000 * percentile(all_latencies, 95), 1),
         "endpoints": per_endpoint,
-        "rss_start": memory.get("start"), "rss_warm": memory.get("warm"), "rss_end": memory.get("end"),
+        "rss_start": memory.get("start"),
+        "rss_warm": levels["warm"], "warm_window_s": levels["warm_window_s"],
+        "rss_end": levels["end"], "end_window_s": levels["end_window_s"],
         "rss_peak": max((s for _, s in memory["samples"] if s), default=None),
-        "warm_at_s": memory.get("warm_at_s"),
+        "rss_idle_after": memory.get("end"),
         "rss_growth_after_warmup": None if growth is None else round(growth, 4),
         "rss_samples": memory["samples"],
         "malformed": stats.malformed,
@@ -299,9 +341,10 @@ def print_report(summary: dict, failures: list[str]) -> None:
           f"{summary['transport_errors'] or 'none'}")
     print(f"latency (all): p50 {summary['latency_p50_ms']} ms, p95 {summary['latency_p95_ms']} ms")
     growth = summary["rss_growth_after_warmup"]
-    print(f"resident memory: start {mb(summary['rss_start'])}, after warm-up ({summary['warm_at_s']} s) "
-          f"{mb(summary['rss_warm'])}, end {mb(summary['rss_end'])}, peak sampled {mb(summary['rss_peak'])}; "
-          f"growth after warm-up {'n/a' if growth is None else f'{growth:+.2%}'}")
+    (w0, w1), (e0, e1) = summary["warm_window_s"], summary["end_window_s"]
+    print(f"resident memory: start {mb(summary['rss_start'])}; after warm-up (median {w0:g}-{w1:g} s) "
+          f"{mb(summary['rss_warm'])}; end (median {e0:g}-{e1:g} s) {mb(summary['rss_end'])}; "
+          f"peak {mb(summary['rss_peak'])}; growth after warm-up {'n/a' if growth is None else f'{growth:+.2%}'}")
     for bad in (summary["malformed"] + summary["server_error_samples"])[:5]:
         print(f"  problem: {bad}")
     print("PASS" if not failures else "FAIL: " + "; ".join(failures))
@@ -323,9 +366,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=2.0, help=f"how long to load (max {MAX_MINUTES})")
     parser.add_argument("--warmup", type=float, default=None,
-                        help="seconds before the warm-up memory reading (default: 20%% of the run, at most 60)")
+                        help="seconds of load before memory is taken as warm (default: 20%% of the run, at most 60)")
+    parser.add_argument("--window", type=float, default=30.0,
+                        help="seconds of readings whose median is the memory after the warm-up, and at the end")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (1-256)")
-    parser.add_argument("--size", choices=["tiny", "small", "base"], default="tiny", help="model size when serving in-process")
+    parser.add_argument("--size", choices=["tiny", "small", "base"], default="tiny",
+                        help="model size of the server it starts")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the server on a thread of this process, not in a subprocess (memory is then "
+                             "server + clients)")
     parser.add_argument("--url", help="drive this server instead of starting one")
     parser.add_argument("--pid", type=int, help="with --url: the server's process id, to watch its memory")
     parser.add_argument("--api-key", help="Bearer key to send")
@@ -335,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--malloc-trim", action="store_true",
                         help="diagnostic, in-process only: call glibc malloc_trim(0) before each memory reading, so "
                              "the readings (and the verdict) show live memory rather than freed memory glibc keeps")
+    parser.add_argument("--sample-every", type=float, default=1.0, help="seconds between memory readings")
+    parser.add_argument("--ready-timeout", type=float, default=300,
+                        help="seconds to wait for the server it starts to load its models")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     args = parser.parse_args(argv)
@@ -349,39 +401,64 @@ def main(argv: list[str] | None = None) -> int:
         if unknown or not chosen:
             parser.error(f"--only takes {', '.join(ENDPOINTS)}; got {args.only!r}")
         mix = {name: weight for name, weight in ENDPOINTS.items() if name in chosen}
+    if args.url and args.in_process:
+        parser.error("--url and --in-process exclude each other")
+    if not 0.1 <= args.sample_every <= 60:
+        parser.error("--sample-every must be in [0.1, 60]")
+    if args.window <= 0:
+        parser.error("--window must be positive")
     if args.malloc_trim:
-        if args.url:
-            parser.error("--malloc-trim works only on the in-process server")
+        if not args.in_process:
+            parser.error("--malloc-trim works only with --in-process")
         global TRIM
         TRIM = True
     seconds = args.minutes * 60
     warmup = min(60.0, 0.2 * seconds) if args.warmup is None else min(args.warmup, seconds)
 
+    # SIGTERM ends the run like Ctrl-C: the ExitStack still stops the server it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    server = None  # the subprocess, when this script starts one
     with ExitStack() as stack:
         if args.url:
             url, pid = args.url.rstrip("/"), args.pid
             server_note = f"against {url}" + ("" if pid else " (no --pid: memory not measured)")
         else:
-            from server.background import free_port, serve_in_thread
-            from server.config import Settings
+            from server.background import free_port
 
             root = args.models_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
             t0 = time.perf_counter()
             models = {k: str(v) for k, v in build_models(root, args.size).items()}
-            settings = Settings(host="127.0.0.1", port=free_port(), log_level="warning", device="cpu",
-                                api_keys=[args.api_key] if args.api_key else [], **models)
-            running = stack.enter_context(serve_in_thread(settings))
-            url, pid = running.url, os.getpid()
-            server_note = (f"in-process server at {url}, {args.size} models (built/loaded in "
-                           f"{time.perf_counter() - t0:.1f} s); memory is this process's (server + clients)")
-        print(f"soak: {args.minutes:g} min, {args.concurrency} clients, warm-up reading at {warmup:.0f} s; "
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            if args.in_process:
+                from server.background import serve_in_thread
+                from server.config import Settings
+
+                settings = Settings(host="127.0.0.1", port=port, log_level="warning", device="cpu",
+                                    api_keys=[args.api_key] if args.api_key else [], **models)
+                stack.enter_context(serve_in_thread(settings, ready_timeout=args.ready_timeout))
+                pid, where, whose = os.getpid(), "in-process server", "this process's (server + clients)"
+            else:
+                from server.background import started_process
+
+                # Bounded start (--ready-timeout), and stopped on every way out: SIGTERM, then SIGKILL.
+                server = stack.enter_context(started_process(serve_command(models, port, args.api_key),
+                                                             url + "/ready", ready_timeout=args.ready_timeout,
+                                                             cwd=ROOT))
+                pid, where, whose = server.pid, f"server subprocess (pid {server.pid})", "the server process's"
+            server_note = (f"{where} at {url}, {args.size} models (built/loaded in "
+                           f"{time.perf_counter() - t0:.1f} s); memory is {whose}")
+        print(f"soak: {args.minutes:g} min, {args.concurrency} clients, warm-up {warmup:.0f} s; "
               f"{server_note}{'; malloc_trim(0) before each reading' if TRIM else ''}", flush=True)
-        stats, memory = asyncio.run(run_load(url, args.api_key, args.concurrency, seconds, warmup, args.seed, pid,
-                                              mix))
-        summary, failures = report(stats, memory, args.max_growth)
+        alive = None if server is None else (lambda: server.poll() is None)
+        stats, memory = asyncio.run(run_load(url, args.api_key, args.concurrency, seconds, args.seed, pid, mix,
+                                              sample_every=args.sample_every, server_alive=alive))
+        summary, failures = report(stats, memory, args.max_growth, warmup, seconds, args.window)
+        if server is not None and server.poll() is not None:
+            failures.append(f"the server exited with code {server.returncode} during the run")
     print_report(summary, failures)
     if args.json:
-        args.json.write_text(json.dumps({**summary, "failures": failures}, indent=2, default=str))
+        args.json.write_text(json.dumps({**summary, "server_pid": pid, "failures": failures}, indent=2, default=str))
     return 1 if failures else 0
 
 

@@ -14,7 +14,7 @@ from server.api import embeddings, health, models, rerank, transcriptions
 from server.api.middleware import ApiKeyGuard, BodyLimit, RequestContext
 from server.config import Settings
 from server.errors import StartupError, install_error_handlers
-from server.memory import trim_periodically
+from server.memory import limit_onednn_cache, trim_periodically
 from server.metrics import Metrics
 from server.runtime import Runtime
 
@@ -45,6 +45,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     async def lifespan(app: FastAPI):
         if not settings.api_keys:
             log.warning("no API keys configured: every /v1 route is open to anyone who can reach this port")
+        limit_onednn_cache()  # before the first forward pass: oneDNN reads it once (server/memory.py)
         loader = asyncio.create_task(load(), name="load-models")
         trimmer = asyncio.create_task(trim_periodically(), name="malloc-trim")
         try:
