@@ -182,7 +182,7 @@ def embedding_case(model, n: int, settings: Settings) -> Case:
                 "colbert cos min": min(colbert), "sparse max |diff|": max(sparse)}
 
     return Case("tokens", items, lambda b: sum(len(i.input_ids) for i in b), model.cost,
-                settings.max_batch_tokens, compare)
+                settings.batch_tokens("cpu"), compare)
 
 
 def reranker_case(model, n: int, settings: Settings) -> Case:
@@ -204,7 +204,7 @@ def reranker_case(model, n: int, settings: Settings) -> Case:
                 "logit spread": max(ref) - min(ref),
                 "pairs same order": statistics.fmean(concordant)}
 
-    return Case("tokens", pairs, lambda b: sum(len(p) for p in b), model.cost, settings.max_batch_tokens, compare)
+    return Case("tokens", pairs, lambda b: sum(len(p) for p in b), model.cost, settings.batch_tokens("cpu"), compare)
 
 
 def asr_case(model, n: int, settings: Settings) -> Case:

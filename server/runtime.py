@@ -43,17 +43,18 @@ class Family:
 
     adapter: str  # "module:Class", constructed as Class(path, device, dtype)
     service: str  # "module:Class", built by Class.from_settings(model, batcher, settings)
-    batch_budget: Callable[[Settings], int]  # max padded cost of one forward pass, in the adapter's unit
+    # Max padded cost of one forward pass, in the adapter's unit, for a device type ("cpu", "cuda").
+    batch_budget: Callable[[Settings, str], int]
 
 
 FAMILIES: dict[str, Family] = {
     "embedding": Family("server.models.bge_m3:BgeM3", "server.embeddings:EmbeddingService",
-                        lambda s: s.max_batch_tokens),
+                        lambda s, device_type: s.batch_tokens(device_type)),
     "reranker": Family("server.models.reranker:BgeReranker", "server.rerank:RerankService",
-                       lambda s: s.max_batch_tokens),
+                       lambda s, device_type: s.batch_tokens(device_type)),
     # SenseVoice's cost is in 10 ms frames: the budget is padded audio seconds x 100.
     "asr": Family("server.models.sensevoice:SenseVoice", "server.transcription:TranscriptionService",
-                  lambda s: int(s.asr_max_batch_seconds * 100)),
+                  lambda s, device_type: int(s.asr_max_batch_seconds * 100)),
 }
 
 
@@ -71,7 +72,7 @@ def build(kind: str, path: Path, settings: Settings, device: torch.device, dtype
     batcher = Batcher(
         name=spec.served_name,
         run_batch=model.run_batch,
-        max_batch_cost=family.batch_budget(settings),
+        max_batch_cost=family.batch_budget(settings, device.type),
         max_batch_size=settings.max_batch_size,
         max_queue=settings.max_queue,
         lookahead=settings.batch_lookahead,

@@ -91,6 +91,26 @@ def test_batches_respect_padded_budget_and_size():
     assert b.stats.padded_cost == 1 + sum(len(batch) * max(cost[p] for p in batch) for batch in batches)
 
 
+def test_an_item_costlier_than_the_budget_runs_alone():
+    # The budget bounds batches, not items (on CPU it is smaller than the longest accepted input).
+    async def go():
+        model = FakeModel()
+        b = make(model, max_batch_cost=100, max_batch_size=8)
+        b.start()
+        blocker = await _hold(model, b)
+        futs = b.submit([("small-1", 10), ("huge", 300), ("small-2", 10)])
+        model.gate.set()
+        results = await asyncio.gather(*blocker, *futs)
+        await b.close()
+        return model, results
+
+    model, results = run(go())
+    assert results[1:] == ["done:small-1", "done:huge", "done:small-2"]
+    batches = [batch for batch in model.batches if batch != ["blocker"]]
+    assert ["huge"] in batches
+    assert sorted(p for batch in batches for p in batch) == ["huge", "small-1", "small-2"]
+
+
 def test_similar_lengths_are_grouped_within_the_window():
     async def go():
         model = FakeModel()

@@ -79,7 +79,8 @@ def test_no_flags_gives_the_documented_defaults():
     assert s.models_dir == Path("models")
     assert s.offline is False
     assert s.api_keys == []
-    assert s.max_batch_tokens == 16384
+    assert s.max_batch_tokens == 0  # by device
+    assert (s.batch_tokens("cpu"), s.batch_tokens("cuda")) == (1024, 16384)
 
 
 def test_typed_flags_are_converted():
@@ -121,11 +122,12 @@ def test_flag_beats_env(monkeypatch):
 # --- invalid settings -------------------------------------------------------------------------------------
 
 
-def test_batch_budget_below_longest_input_is_rejected():
+def test_a_set_batch_budget_wins_over_the_device_default_even_below_the_longest_input():
+    # One item costlier than the budget runs alone (test_batching), so any positive budget is valid.
+    s = settings_from(["serve", "--max-batch-tokens", "500", "--embedding-max-tokens", "2000"])
+    assert (s.batch_tokens("cpu"), s.batch_tokens("cuda")) == (500, 500)
     with pytest.raises(ValueError, match="max_batch_tokens"):
-        settings_from(["serve", "--max-batch-tokens", "1000", "--embedding-max-tokens", "2000"])
-    # Equal is fine: the longest input fits exactly.
-    assert settings_from(["serve", "--max-batch-tokens", "2000", "--embedding-max-tokens", "2000"]).max_batch_tokens == 2000
+        settings_from(["serve", "--max-batch-tokens", "-1"])
 
 
 def test_request_larger_than_queue_is_rejected():
@@ -158,7 +160,7 @@ def no_serving(monkeypatch) -> list:
 @pytest.mark.parametrize(
     ("flags", "field"),
     [
-        (["--max-batch-tokens", "100"], "max_batch_tokens"),
+        (["--max-batch-tokens", "-5"], "max_batch_tokens"),
         (["--port", "70000"], "port"),
         (["--port", "eighty"], "port"),
         (["--max-batch-size", "0"], "max_batch_size"),

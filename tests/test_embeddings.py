@@ -12,6 +12,8 @@ from FlagEmbedding import BGEM3FlagModel
 
 from conftest import live_server
 
+from server.config import AUTO_BATCH_TOKENS
+
 TEXTS = [
     "hello world",
     "The giant panda is a bear native to South Central China.",
@@ -134,6 +136,18 @@ def test_a_vector_does_not_depend_on_its_batch_mates(embed_server):
     assert stats.batches - before < 12 * 6  # requests really shared forward passes
     for [vector] in results:
         assert np.abs(vector - alone).max() <= 1e-5
+
+
+def test_on_cpu_a_text_longer_than_the_batch_budget_is_embedded_alone(embed_server):
+    batcher = embed_server.runtime.served["embedding"].batcher
+    assert batcher.max_batch_cost == AUTO_BATCH_TOKENS["cpu"]  # --max-batch-tokens 0: by device
+    long_text = " ".join(["panda bamboo river"] * 600)
+    with embed_server.client() as client:
+        n_tokens = embed(client, {"input": long_text})["usage"]["prompt_tokens"]
+        assert n_tokens > batcher.max_batch_cost
+        alone = np.array(embed(client, {"input": long_text})["data"][0]["embedding"])
+        with_short = embed(client, {"input": [long_text, "short one", "another short one"]})["data"]
+    assert np.abs(np.array(with_short[0]["embedding"]) - alone).max() <= 1e-5
 
 
 # ---- errors -------------------------------------------------------------------------------------
