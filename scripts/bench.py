@@ -396,16 +396,20 @@ def targets(results: list[dict]) -> list[dict]:
     """The issue's targets, each with the figure it is judged on."""
     out = []
 
-    def check(what: str, value: float | None, goal: float, higher: bool = True) -> None:
+    def check(what: str, value: float | None, goal: float, higher: bool = True, ceiling: float | None = None) -> None:
         if value is not None:
             out.append({"target": what, "measured": value, "goal": f"{'>=' if higher else '<='} {goal:g}",
-                        "met": value >= goal if higher else value <= goal})
+                        "met": value >= goal if higher else value <= goal, "ceiling here": ceiling})
 
     for res in results:
         name, r = f"{res['kind']} ({res['workload']})", res["ratios"]
         if res["kind"] in ("embedding", "reranker"):
-            check(f"{name}: server / offline limit", r.get(f"server / {OFFLINE}"), 0.9)
-            check(f"{name}: server / batching off", r.get(f"server / {SERVER_OFF}"), 3.0)
+            to_limit, to_off = r.get(f"server / {OFFLINE}"), r.get(f"server / {SERVER_OFF}")
+            check(f"{name}: server / offline limit", to_limit, 0.9)
+            # The most batching can buy on this machine: the offline limit over batching off. Where
+            # it is under 3, the target is out of reach of any server on this stack.
+            ceiling = to_off / to_limit if to_limit and to_off else None
+            check(f"{name}: server / batching off", to_off, 3.0, ceiling=ceiling)
             server = next(row for row in res["rows"] if row["system"] == SERVER)
             if res["workload"] != "short texts":
                 check(f"{name}: padding efficiency", server["padding efficiency"], 0.85)

@@ -40,8 +40,11 @@ def test_benchmark_ratios_and_targets():
     ratios = bench.ratios(rows, "texts")
     assert ratios == pytest.approx({f"server / {bench.OFFLINE}": 0.95, f"server / {bench.SERVER_OFF}": 3.8,
                                     "server / Infinity 0.0.78": 0.95, "lone p50 / its forward pass": 1.1})
-    verdicts = {t["target"]: t["met"] for t in bench.targets(
-        [{"kind": "embedding", "workload": "mixed lengths", "rows": rows, "ratios": ratios}])}
+    judged = bench.targets([{"kind": "embedding", "workload": "mixed lengths", "rows": rows, "ratios": ratios}])
+    verdicts = {t["target"]: t["met"] for t in judged}
+    ceilings = {t["target"]: t["ceiling here"] for t in judged if t["ceiling here"] is not None}
+    # What batching could give at most here: the offline limit (100/s) over batching off (25/s).
+    assert ceilings == pytest.approx({"embedding (mixed lengths): server / batching off": 4.0})
     assert verdicts == {
         "embedding (mixed lengths): server / offline limit": True,  # 0.95 >= 0.9
         "embedding (mixed lengths): server / batching off": True,  # 3.8 >= 3
