@@ -20,7 +20,7 @@ from server.audio import SAMPLE_RATE, decode_audio
 from server.batching import Batcher, gather_results
 from server.config import Settings
 from server.models.sensevoice import AsrItem, AsrResult, SenseVoice
-from server.vad import SILENT_PEAK, split_on_pauses
+from server.vad import SILENT_PEAK, has_speech, split_on_pauses
 
 # Scripts written without spaces between words: their segments are joined without one.
 _NO_SPACE_LANGUAGES = {"zh", "yue", "ja"}
@@ -92,15 +92,15 @@ class TranscriptionService:
                           is_gone: Callable[[], Awaitable[bool]] | None) -> tuple[list, list[AsrResult]]:
         """A clip short enough to be one segment is transcribed whole, exactly what funasr's own
         ``generate`` would see. It is queued at once while the VAD decides, in parallel, whether it
-        holds speech at all: a lone request waits for the longer of the two, not their sum (the VAD
-        costs ~1/90 of the clip's length). No speech: the queued item is dropped, or its result
-        ignored if it was already computed, and the transcript is empty."""
+        holds speech at all: a lone request waits for the longer of the two, not their sum (and the
+        VAD usually decides from the clip's first seconds: ``has_speech``). No speech: the queued
+        item is dropped, or its result ignored if it was already computed, and the transcript is empty."""
         if audio.size == 0 or float(np.abs(audio).max()) < SILENT_PEAK:
             return [], []  # digital silence: not worth even a queued item
         spans = [(0, len(audio))]
         futures = self._submit(audio, spans, language, use_itn)
         try:
-            speech = await run_in_threadpool(self._speech_segments, audio)
+            speech = await run_in_threadpool(has_speech, audio, sample_rate=SAMPLE_RATE)
         except BaseException:
             _discard(futures)
             raise

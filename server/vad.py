@@ -51,11 +51,7 @@ def split_on_pauses(audio: np.ndarray, *, max_segment_s: float = 30.0, sample_ra
     the silence without overlapping. Returns [] when there is no speech, so it doubles as the
     "is there any speech" check. Same audio, same segments. Safe to call from many threads.
     """
-    if sample_rate not in (8000, 16000):
-        raise ValueError(f"silero-vad works at 8000 or 16000 Hz, not {sample_rate}")
-    samples = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-    if samples.ndim != 1:
-        raise ValueError(f"expected mono audio (1-D), got shape {tuple(samples.shape)}")
+    samples = _mono_tensor(audio, sample_rate)
     regions = []
     with _borrowed_model() as model, _one_torch_thread():
         # Digital silence holds no speech, and the VAD would cost ~0.7 s per minute of it to say so:
@@ -67,6 +63,54 @@ def split_on_pauses(audio: np.ndarray, *, max_segment_s: float = 30.0, sample_ra
     spans = plan_segments([(r["start"], r["end"]) for r in regions], samples.numpy(),
                           max_len=int(max_segment_s * sample_rate), sample_rate=sample_rate)
     return [Segment(start / sample_rate, end / sample_rate) for start, end in spans]
+
+
+def has_speech(audio: np.ndarray, *, sample_rate: int = 16000) -> bool:
+    """Whether ``split_on_pauses(audio)`` would find any speech (the same answer, always), but
+    usually from the first seconds of the audio only, where the full pass reads all of it.
+
+    A speech region that a pause has already closed within the first N windows is in the full
+    pass's result too: silero's probabilities for those windows do not depend on what follows, and
+    neither does its decision to keep the closed region. So the probabilities are computed window
+    by window, exactly as ``get_speech_timestamps`` does, and silero's own
+    ``get_speech_timestamps_from_probs`` is asked after 16, 32, 64, ... windows (a bounded share
+    of the work) whether a closed region exists yet. Only audio with no speech is read to its end."""
+    samples = _mono_tensor(audio, sample_rate)
+    with _borrowed_model() as model, _one_torch_thread():
+        return any(_windows_to_find_speech(samples[start:end], model, sample_rate) is not None
+                   for start, end in _audible_stretches(samples, sample_rate))
+
+
+def _windows_to_find_speech(samples: torch.Tensor, model, sample_rate: int) -> int | None:
+    """How many VAD windows it took to be sure ``samples`` hold speech, or None if they hold none."""
+    silero = _silero_module()
+    window = 512 if sample_rate == 16000 else 256  # as get_speech_timestamps
+    model.reset_states()
+    probs: list[float] = []
+    check_at = 16
+    for start in range(0, samples.numel(), window):
+        chunk = samples[start: start + window]
+        if chunk.numel() < window:
+            chunk = torch.nn.functional.pad(chunk, (0, window - chunk.numel()))
+        probs.append(model(chunk, sample_rate).item())
+        seen = len(probs) * window
+        if len(probs) == check_at and seen < samples.numel():
+            check_at *= 2
+            found = silero.get_speech_timestamps_from_probs(probs, sampling_rate=sample_rate, audio_length_samples=seen)
+            if any(region["end"] < seen for region in found):  # closed by a pause: final
+                return len(probs)
+    found = silero.get_speech_timestamps_from_probs(probs, sampling_rate=sample_rate,
+                                                   audio_length_samples=samples.numel())
+    return len(probs) if found else None
+
+
+def _mono_tensor(audio: np.ndarray, sample_rate: int) -> torch.Tensor:
+    if sample_rate not in (8000, 16000):
+        raise ValueError(f"silero-vad works at 8000 or 16000 Hz, not {sample_rate}")
+    samples = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    if samples.ndim != 1:
+        raise ValueError(f"expected mono audio (1-D), got shape {tuple(samples.shape)}")
+    return samples
 
 
 def _audible_stretches(samples: torch.Tensor, sample_rate: int) -> list[tuple[int, int]]:

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from server.audio import SAMPLE_RATE, decode_audio
-from server.vad import Segment, _one_torch_thread, plan_segments, split_on_pauses
+from server.vad import (Segment, _borrowed_model, _mono_tensor, _one_torch_thread, _windows_to_find_speech,
+                        has_speech, plan_segments, split_on_pauses)
 
 DATA = Path(__file__).parent / "data"
 THREADS_AT_START = torch.get_num_threads()  # read before silero_vad is first imported
@@ -115,6 +116,56 @@ def test_a_short_clip_with_speech_gives_segments(clip):
     segments = split_on_pauses(piece, max_segment_s=30)
     assert len(segments) == 1
     assert segments[0].start < 0.5 + SLACK and segments[0].end > len(piece) / SAMPLE_RATE - 0.5 - SLACK
+
+
+def _odd_clips(audio: np.ndarray, meta: dict) -> list[np.ndarray]:
+    """Pieces of the speech clip and made-up sounds where deciding early could go wrong: speech that
+    starts late, blips shorter than silero's 250 ms minimum, blips that end right at one of the
+    windows (16, 32, 64... x 32 ms) where has_speech looks for a closed region, noise and tones."""
+    rng = np.random.default_rng(7)
+    clips = [audio, np.zeros(SAMPLE_RATE, np.float32)]
+    for _ in range(12):  # random pieces, 0.3-6 s, from anywhere in the clip
+        length = int(rng.uniform(0.3, 6) * SAMPLE_RATE)
+        start = int(rng.integers(0, len(audio) - length))
+        clips.append(audio[start: start + length])
+    first_start, first_end = meta["speech"][0]
+    word = audio[round(first_start * SAMPLE_RATE): round(first_end * SAMPLE_RATE)]
+    for blip_s in (0.1, 0.2, 0.26, 0.4, 1.0):
+        for ends_at in (0.512, 1.024, 1.1, 2.048, 4.096):  # seconds: at and near the check points
+            piece = 0.003 * rng.standard_normal(5 * SAMPLE_RATE).astype(np.float32)
+            n = int(blip_s * SAMPLE_RATE)
+            end = int(ends_at * SAMPLE_RATE)
+            piece[max(0, end - n): end] += word[:n][-(end - max(0, end - n)):]
+            clips.append(piece)
+    # A blip still "open" at a check point, which a pause then ends short of 250 ms: silero drops
+    # it, and a decision taken on the open region would be wrong (found by search over these shapes).
+    for blip_s, before_check_s in ((0.24, 0.096), (0.26, 0.032), (0.26, 0.064), (0.3, 0.064)):
+        piece = np.zeros(3 * SAMPLE_RATE, np.float32)
+        n, end = int(blip_s * SAMPLE_RATE), int((1.024 - before_check_s) * SAMPLE_RATE)
+        piece[end - n: end] = word[12000: 12000 + n]
+        clips.append(piece)
+    t = np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE
+    clips += [(0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32),
+              (0.05 * rng.standard_normal(4 * SAMPLE_RATE)).astype(np.float32)]
+    return clips
+
+
+def test_has_speech_agrees_with_split_on_pauses(clip):
+    audio, meta = clip
+    clips = _odd_clips(audio, meta)
+    answers = [(has_speech(c), bool(split_on_pauses(c, max_segment_s=30))) for c in clips]
+    assert [quick for quick, _ in answers] == [full for _, full in answers]
+    assert 5 < sum(full for _, full in answers) < len(clips) - 5  # both kinds of answer were tested
+
+
+def test_has_speech_decides_from_the_start_of_speech(clip):
+    audio, meta = clip
+    first_start, _ = meta["speech"][0]
+    with _borrowed_model() as model:
+        windows = _windows_to_find_speech(_mono_tensor(audio, SAMPLE_RATE), model, SAMPLE_RATE)
+    all_windows = -(-len(audio) // 512)
+    assert windows is not None and windows < all_windows / 2
+    assert windows * 512 / SAMPLE_RATE > first_start  # it did read up to the speech
 
 
 def test_deterministic_and_thread_safe(clip):
