@@ -13,6 +13,7 @@ dependency of this server; the .jit file loads offline with torch alone.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,14 +68,14 @@ def split_on_pauses(audio: np.ndarray, *, max_segment_s: float = 30.0, sample_ra
 
 def has_speech(audio: np.ndarray, *, sample_rate: int = 16000) -> bool:
     """Whether ``split_on_pauses(audio)`` would find any speech (the same answer, always), but
-    usually from the first seconds of the audio only, where the full pass reads all of it.
+    usually from the first second or two of the audio, where the full pass reads all of it.
 
-    A speech region that a pause has already closed within the first N windows is in the full
-    pass's result too: silero's probabilities for those windows do not depend on what follows, and
-    neither does its decision to keep the closed region. So the probabilities are computed window
-    by window, exactly as ``get_speech_timestamps`` does, and silero's own
-    ``get_speech_timestamps_from_probs`` is asked after 16, 32, 64, ... windows (a bounded share
-    of the work) whether a closed region exists yet. Only audio with no speech is read to its end."""
+    silero's probability for a window does not depend on the windows after it, and neither does
+    its verdict on a speech region that is already settled within the first N windows. So the
+    probabilities are computed window by window, exactly as ``get_speech_timestamps`` does, and
+    silero's own ``get_speech_timestamps_from_probs`` is asked every few windows (8, 16, ... 64,
+    then 128, 256, ...: a bounded share of the work) whether a settled region exists yet. Only
+    audio without speech is read to its end."""
     samples = _mono_tensor(audio, sample_rate)
     with _borrowed_model() as model, _one_torch_thread():
         return any(_windows_to_find_speech(samples[start:end], model, sample_rate) is not None
@@ -85,9 +86,10 @@ def _windows_to_find_speech(samples: torch.Tensor, model, sample_rate: int) -> i
     """How many VAD windows it took to be sure ``samples`` hold speech, or None if they hold none."""
     silero = _silero_module()
     window = 512 if sample_rate == 16000 else 256  # as get_speech_timestamps
+    settled = _settled_length(silero, sample_rate, window)
     model.reset_states()
     probs: list[float] = []
-    check_at = 16
+    check_at = 8
     for start in range(0, samples.numel(), window):
         chunk = samples[start: start + window]
         if chunk.numel() < window:
@@ -95,13 +97,26 @@ def _windows_to_find_speech(samples: torch.Tensor, model, sample_rate: int) -> i
         probs.append(model(chunk, sample_rate).item())
         seen = len(probs) * window
         if len(probs) == check_at and seen < samples.numel():
-            check_at *= 2
+            check_at += 8 if check_at < 64 else check_at
             found = silero.get_speech_timestamps_from_probs(probs, sampling_rate=sample_rate, audio_length_samples=seen)
-            if any(region["end"] < seen for region in found):  # closed by a pause: final
+            # A region that ends before `seen` was closed by a pause: final. One still open at `seen`
+            # is final once it is longer than `settled`: a pause from here on can end it no earlier
+            # than where the pause began, less than `min_silence` ago, and it would still be kept.
+            if any(region["end"] < seen or region["end"] - region["start"] > settled for region in found):
                 return len(probs)
     found = silero.get_speech_timestamps_from_probs(probs, sampling_rate=sample_rate,
                                                    audio_length_samples=samples.numel())
     return len(probs) if found else None
+
+
+def _settled_length(silero, sample_rate: int, window: int) -> int:
+    """Samples after which an open speech region (as reported, its start padded earlier) is sure to
+    be kept: silero's minimum speech, plus the minimum silence that closes a region, the start's
+    padding and one window of rounding (silero's defaults, which split_on_pauses uses too)."""
+    defaults = inspect.signature(silero.get_speech_timestamps_from_probs).parameters
+    ms = (defaults["min_speech_duration_ms"].default + defaults["min_silence_duration_ms"].default
+          + defaults["speech_pad_ms"].default)
+    return int(sample_rate * ms / 1000) + window
 
 
 def _mono_tensor(audio: np.ndarray, sample_rate: int) -> torch.Tensor:

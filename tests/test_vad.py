@@ -121,7 +121,7 @@ def test_a_short_clip_with_speech_gives_segments(clip):
 def _odd_clips(audio: np.ndarray, meta: dict) -> list[np.ndarray]:
     """Pieces of the speech clip and made-up sounds where deciding early could go wrong: speech that
     starts late, blips shorter than silero's 250 ms minimum, blips that end right at one of the
-    windows (16, 32, 64... x 32 ms) where has_speech looks for a closed region, noise and tones."""
+    windows (8, 16, 32, 64... x 32 ms) where has_speech looks for a settled region, noise and tones."""
     rng = np.random.default_rng(7)
     clips = [audio, np.zeros(SAMPLE_RATE, np.float32)]
     for _ in range(12):  # random pieces, 0.3-6 s, from anywhere in the clip
