@@ -11,7 +11,9 @@ on their values) or takes a real one, then measures on fixed, seeded workloads:
 * peers, on the same model directory (``--peers``, see scripts/peers.py): Infinity for embeddings and
   rerank, funasr's own funasr-server for transcription;
 * lone: one request at a time of one typical input, repeated: its p50 latency against the bare
-  forward passes it needed (read from the server's own /metrics), i.e. the overhead the server adds;
+  forward passes it needed (read from the server's own /metrics; for audio, the adapter on that
+  clip timed in this process, front end included, which the server runs before the queue), i.e.
+  the overhead the server adds;
 * latency against offered load: open-loop (Poisson) arrivals at fractions of the server's capacity,
   per system, plotted to a PNG.
 
@@ -76,6 +78,9 @@ class Workload:
     lone: Request  # the typical input the lone-latency run repeats
     clients: int
     offline: Callable[[Path], float] | None  # seconds the reference library takes over all requests
+    # Seconds of the model's own work on the lone input, timed in this process, where the server's
+    # forward passes (from /metrics) leave out part of it: the audio front end runs before the queue.
+    bare: Callable[[Path], float] | None = None
 
 
 def text(rng: random.Random, words: int) -> str:
@@ -175,11 +180,23 @@ def asr_workloads(args) -> list[Workload]:
 
     as_request = lambda c: Request({"model": "SenseVoiceSmall"}, wav_bytes(c), len(c) / SAMPLE_RATE)  # noqa: E731
     lone = as_request(ten[0])
+
+    def bare(model_dir: Path) -> float:
+        """The adapter on the lone clip with nothing prepared: front end, encoder and CTC decoding,
+        what funasr's generate does for one clip (best of 5)."""
+        from server.models.device import resolve_dtype
+        from server.models.sensevoice import AsrItem, SenseVoice
+
+        cpu = torch.device("cpu")
+        model, item = SenseVoice(model_dir, cpu, resolve_dtype(args.dtype, cpu)), AsrItem(ten[0])
+        model.run_batch([item])
+        return min(_seconds(lambda: model.run_batch([item])) for _ in range(5))
+
     return [
-        Workload("asr", "10 s clips", "audio s", [as_request(c) for c in ten], lone, 8, offline_for(ten)),
+        Workload("asr", "10 s clips", "audio s", [as_request(c) for c in ten], lone, 8, offline_for(ten), bare),
         # funasr's generate needs its own VAD model (fsmn-vad, a download) for minutes-long audio:
         # no offline limit for this one.
-        Workload("asr", "3-30 s and 3 min clips", "audio s", [as_request(c) for c in mixed], lone, 8, None),
+        Workload("asr", "3-30 s and 3 min clips", "audio s", [as_request(c) for c in mixed], lone, 8, None, bare),
     ]
 
 
@@ -328,8 +345,9 @@ async def open_loop(ep: Endpoint, requests: list[Request], rate: float, deadline
 # ---- measuring ------------------------------------------------------------------------------------
 
 
-def measure(ep: Endpoint, wl: Workload, args) -> dict:
-    """Closed-loop throughput with the workload's clients, then the lone-request latency."""
+def measure(ep: Endpoint, wl: Workload, args, bare_s: float | None = None) -> dict:
+    """Closed-loop throughput with the workload's clients, then the lone-request latency, against
+    ``bare_s`` when the workload measured its bare forward pass, else the server's own passes."""
     asyncio.run(closed_loop(ep, wl.requests[:2], 1, 120))  # warm the HTTP path and the model
     before = ep.counters() if ep.counters else None
     run = asyncio.run(closed_loop(ep, wl.requests, wl.clients, args.max_seconds))
@@ -344,11 +362,19 @@ def measure(ep: Endpoint, wl: Workload, args) -> dict:
     before = ep.counters() if ep.counters else None
     lone = asyncio.run(closed_loop(ep, [wl.lone] * args.lone, 1, args.max_seconds))
     row["lone p50 ms"] = lone.percentile(0.5)
-    if before is not None and lone.latencies:
+    if bare_s is not None:
+        row["lone forward ms"] = 1000 * bare_s
+    elif before is not None and lone.latencies:
         # The forward passes of a lone request are its batches: their seconds are the bare compute.
         forward_s = (ep.counters()["batch_seconds"] - before["batch_seconds"]) / len(lone.latencies)
         row["lone forward ms"] = 1000 * forward_s
     return row
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
 
 
 def sweep(ep: Endpoint, wl: Workload, args, rates: list[float]) -> list[dict]:
@@ -367,10 +393,11 @@ def bench_workload(wl: Workload, model_dir: Path, args) -> dict:
     if wl.offline is not None:
         seconds = wl.offline(model_dir)
         rows.append({"system": OFFLINE, f"{wl.unit}/s": sum(r.units for r in wl.requests) / seconds})
+    bare_s = wl.bare(model_dir) if wl.bare is not None else None  # before any server runs: alone
     for start in systems(wl.kind, model_dir, args):
         with start() as ep:
             print(f"  {wl.kind} / {wl.name}: {ep.name} ...", flush=True)
-            row = measure(ep, wl, args)
+            row = measure(ep, wl, args, bare_s)
             if rates is None and args.sweep_seconds > 0:  # ours goes first: its capacity sets the scale
                 rates = [f * row["requests/s"] for f in args.sweep_fractions]
             sweeps[ep.name] = sweep(ep, wl, args, rates or [])

@@ -80,7 +80,7 @@ class TranscriptionService:
             spans, results = await self._whole_clip(audio, language, use_itn, is_gone)
         else:
             spans = await run_in_threadpool(self._speech_segments, audio)
-            futures = self._submit(audio, spans, language, use_itn)
+            futures = await self._submit(audio, spans, language, use_itn)
             results = await gather_results(futures, self.timeout, is_gone)
         segments = [
             TranscriptSegment(start / SAMPLE_RATE, end / SAMPLE_RATE, r.text, r.language, r.emotion, r.event)
@@ -95,10 +95,10 @@ class TranscriptionService:
         holds speech at all: a lone request waits for the longer of the two, not their sum (and the
         VAD usually decides from the clip's first seconds: ``has_speech``). No speech: the queued
         item is dropped, or its result ignored if it was already computed, and the transcript is empty."""
-        if audio.size == 0 or float(np.abs(audio).max()) < SILENT_PEAK:
-            return [], []  # digital silence: not worth even a queued item
+        if audio.size < self.model.min_samples or float(np.abs(audio).max()) < SILENT_PEAK:
+            return [], []  # digital silence, or too short to hold a word: not worth a queued item
         spans = [(0, len(audio))]
-        futures = self._submit(audio, spans, language, use_itn)
+        futures = await self._submit(audio, spans, language, use_itn)
         try:
             speech = await run_in_threadpool(has_speech, audio, sample_rate=SAMPLE_RATE)
         except BaseException:
@@ -109,10 +109,16 @@ class TranscriptionService:
             return [], []
         return spans, await gather_results(futures, self.timeout, is_gone)
 
-    def _submit(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
-                use_itn: bool) -> list:
-        items = [AsrItem(audio[start:end], language, use_itn) for start, end in spans]
+    async def _submit(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
+                      use_itn: bool) -> list:
+        items = await run_in_threadpool(self._prepare, audio, spans, language, use_itn)
         return self.batcher.submit([(item, self.model.cost(item)) for item in items])
+
+    def _prepare(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
+                 use_itn: bool) -> list[AsrItem]:
+        """The segments as model items with their features, computed here in the thread pool, so
+        that the model's worker thread spends its time on the network alone."""
+        return [self.model.with_features(AsrItem(audio[start:end], language, use_itn)) for start, end in spans]
 
     def _speech_segments(self, audio: np.ndarray) -> list[tuple[int, int]]:
         """Sample ranges of the speech, cut at pauses into segments no longer than the limit."""

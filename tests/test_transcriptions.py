@@ -15,6 +15,7 @@ import pytest
 from audio_files import encode
 from conftest import live_server
 from server.audio import SAMPLE_RATE, decode_audio
+from server.models.sensevoice import AsrItem
 
 MODEL = "FunAudioLLM/SenseVoiceSmall"
 DATA = Path(__file__).parent / "data"
@@ -93,6 +94,26 @@ def test_a_clip_transcribes_the_same_alone_and_batched(server, first_sentence, s
         results = list(pool.map(one_client, range(16)))
     assert batcher.stats.batches - before < 32  # clips of different requests shared forward passes
     assert results == [alone] * 16
+
+
+def test_features_are_computed_before_the_queue_and_change_nothing(server, first_sentence, speech):
+    """Request preparation computes each segment's front-end features (off the model's worker
+    thread); the adapter's results are the same as when it computes them itself."""
+    model = server.runtime.served["asr"].service.model
+    items = [AsrItem(first_sentence), AsrItem(speech[SAMPLE_RATE: 5 * SAMPLE_RATE], language="en", use_itn=False)]
+    prepared = [model.with_features(item) for item in items]
+    assert model.run_batch(prepared) == model.run_batch(items)
+
+    batcher = server.runtime.served["asr"].batcher
+    original, seen = batcher.run_batch, []
+    batcher.run_batch = lambda batch: (seen.extend(item.features is not None for item in batch), original(batch))[1]
+    try:
+        transcribe(server, wav(first_sentence))
+        longer = np.tile(speech, -(-35 * SAMPLE_RATE // len(speech)))  # over 30 s: cut at its pauses
+        transcribe(server, wav(longer))
+    finally:
+        batcher.run_batch = original
+    assert len(seen) > 2 and all(seen)
 
 
 # ---- formats --------------------------------------------------------------------------------------
