@@ -10,6 +10,7 @@ audio at its pauses, queue one batcher item per segment, and put the transcript 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -91,16 +92,24 @@ class TranscriptionService:
     async def _whole_clip(self, audio: np.ndarray, language: str, use_itn: bool,
                           is_gone: Callable[[], Awaitable[bool]] | None) -> tuple[list, list[AsrResult]]:
         """A clip short enough to be one segment is transcribed whole, exactly what funasr's own
-        ``generate`` would see. It is queued at once while the VAD decides, in parallel, whether it
-        holds speech at all: a lone request waits for the longer of the two, not their sum (and the
-        VAD usually decides from the clip's first seconds: ``has_speech``). No speech: the queued
-        item is dropped, or its result ignored if it was already computed, and the transcript is empty."""
+        ``generate`` would see. It is queued as soon as its features are ready while the VAD decides,
+        in parallel, whether it holds speech at all: a lone request waits for the longer of the two,
+        not their sum (and the VAD usually decides from the clip's first seconds: ``has_speech``).
+        No speech: the queued item is dropped, or its result ignored if it was already computed,
+        and the transcript is empty."""
         if audio.size < self.model.min_samples or float(np.abs(audio).max()) < SILENT_PEAK:
             return [], []  # digital silence, or too short to hold a word: not worth a queued item
         spans = [(0, len(audio))]
-        futures = await self._submit(audio, spans, language, use_itn)
+        # The VAD runs while the features are computed (both single-threaded: one core each), so
+        # that it is done before the forward pass starts and does not take a core from it.
+        speech_check = asyncio.ensure_future(run_in_threadpool(has_speech, audio, sample_rate=SAMPLE_RATE))
         try:
-            speech = await run_in_threadpool(has_speech, audio, sample_rate=SAMPLE_RATE)
+            futures = await self._submit(audio, spans, language, use_itn)
+        except BaseException:
+            speech_check.cancel()
+            raise
+        try:
+            speech = await speech_check
         except BaseException:
             _discard(futures)
             raise
