@@ -49,9 +49,9 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "embedding": Family("server.models.bge_m3:BgeM3", "server.embeddings:EmbeddingService",
-                        lambda s, device_type: s.batch_tokens(device_type)),
+                        Settings.batch_tokens),
     "reranker": Family("server.models.reranker:BgeReranker", "server.rerank:RerankService",
-                       lambda s, device_type: s.batch_tokens(device_type)),
+                       Settings.batch_tokens),
     # SenseVoice's cost is in 10 ms frames: the budget is padded audio seconds x 100.
     "asr": Family("server.models.sensevoice:SenseVoice", "server.transcription:TranscriptionService",
                   lambda s, device_type: int(s.asr_max_batch_seconds * 100)),

@@ -13,6 +13,7 @@ dependency of this server; the .jit file loads offline with torch alone.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 from contextlib import contextmanager
@@ -86,7 +87,7 @@ def _windows_to_find_speech(samples: torch.Tensor, model, sample_rate: int) -> i
     """How many VAD windows it took to be sure ``samples`` hold speech, or None if they hold none."""
     silero = _silero_module()
     window = 512 if sample_rate == 16000 else 256  # as get_speech_timestamps
-    settled = _settled_length(silero, sample_rate, window)
+    settled = _settled_length(sample_rate, window)
     model.reset_states()
     probs: list[float] = []
     check_at = 8
@@ -109,11 +110,12 @@ def _windows_to_find_speech(samples: torch.Tensor, model, sample_rate: int) -> i
     return len(probs) if found else None
 
 
-def _settled_length(silero, sample_rate: int, window: int) -> int:
+@functools.cache
+def _settled_length(sample_rate: int, window: int) -> int:
     """Samples after which an open speech region (as reported, its start padded earlier) is sure to
     be kept: silero's minimum speech, plus the minimum silence that closes a region, the start's
     padding and one window of rounding (silero's defaults, which split_on_pauses uses too)."""
-    defaults = inspect.signature(silero.get_speech_timestamps_from_probs).parameters
+    defaults = inspect.signature(_silero_module().get_speech_timestamps_from_probs).parameters
     ms = (defaults["min_speech_duration_ms"].default + defaults["min_silence_duration_ms"].default
           + defaults["speech_pad_ms"].default)
     return int(sample_rate * ms / 1000) + window

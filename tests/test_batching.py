@@ -66,23 +66,29 @@ def test_lone_request_runs_at_once_and_off_the_event_loop():
     assert loop_thread not in model.threads
 
 
-def test_batches_respect_padded_budget_and_size():
-    costs = [30, 10, 45, 5, 20, 25, 50, 10, 15, 40, 5, 35]
+def _queued_then_run(items: list[tuple[str, int]], **opts) -> tuple[Batcher, list, list[list]]:
+    """Submit ``items`` while the worker is held, release it, and return the batcher, the items'
+    results and the batches they ran in (without the blocker's)."""
+    model = FakeModel()
 
     async def go():
-        model = FakeModel()
-        b = make(model, max_batch_cost=100, max_batch_size=4)
+        b = make(model, **opts)
         b.start()
         blocker = await _hold(model, b)
-        futs = b.submit([(f"i{i}", c) for i, c in enumerate(costs)])
+        futs = b.submit(items)
         model.gate.set()
-        await asyncio.gather(*blocker, *futs)
+        results = await asyncio.gather(*blocker, *futs)
         await b.close()
-        return model, b
+        return b, results[1:]
 
-    model, b = run(go())
+    b, results = run(go())
+    return b, results, [batch for batch in model.batches if batch != ["blocker"]]
+
+
+def test_batches_respect_padded_budget_and_size():
+    costs = [30, 10, 45, 5, 20, 25, 50, 10, 15, 40, 5, 35]
+    b, _, batches = _queued_then_run([(f"i{i}", c) for i, c in enumerate(costs)], max_batch_cost=100, max_batch_size=4)
     cost = {f"i{i}": c for i, c in enumerate(costs)}
-    batches = [batch for batch in model.batches if batch != ["blocker"]]
     assert sorted(p for batch in batches for p in batch) == sorted(cost)  # each item computed exactly once
     for batch in batches:
         assert len(batch) <= 4
@@ -93,20 +99,9 @@ def test_batches_respect_padded_budget_and_size():
 
 def test_an_item_costlier_than_the_budget_runs_alone():
     # The budget bounds batches, not items (on CPU it is smaller than the longest accepted input).
-    async def go():
-        model = FakeModel()
-        b = make(model, max_batch_cost=100, max_batch_size=8)
-        b.start()
-        blocker = await _hold(model, b)
-        futs = b.submit([("small-1", 10), ("huge", 300), ("small-2", 10)])
-        model.gate.set()
-        results = await asyncio.gather(*blocker, *futs)
-        await b.close()
-        return model, results
-
-    model, results = run(go())
-    assert results[1:] == ["done:small-1", "done:huge", "done:small-2"]
-    batches = [batch for batch in model.batches if batch != ["blocker"]]
+    _, results, batches = _queued_then_run([("small-1", 10), ("huge", 300), ("small-2", 10)],
+                                           max_batch_cost=100, max_batch_size=8)
+    assert results == ["done:small-1", "done:huge", "done:small-2"]
     assert ["huge"] in batches
     assert sorted(p for batch in batches for p in batch) == ["huge", "small-1", "small-2"]
 
