@@ -120,6 +120,42 @@ def test_other_sample_rates(rate, name):
     assert_two_tone(y)
 
 
+def resampled_by_ffmpeg(data: bytes) -> np.ndarray:
+    """What swresample makes of every frame: the reference for audio that needs no resampling."""
+    out = []
+    with av.open(io.BytesIO(data)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        for frame in container.decode(audio=0):
+            out += [f.to_ndarray()[0] for f in resampler.resample(frame)]
+        out += [f.to_ndarray()[0] for f in resampler.resample(None)]
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("name", ["wav_s16", "wav_s24", "wav_f32", "flac", "wav_u8"])
+def test_16khz_mono_equals_what_swresample_makes_of_it(name):
+    # 16 kHz mono skips the resampler (s16, s32 and float samples are scaled as swresample scales
+    # them); the samples must be the very same, including the quietest and the full-scale ones.
+    x = two_tone(SAMPLE_RATE)
+    x[:4] = [0.0, 2.0**-15, -1.0, 1.0]
+    data = encode(x[None], SAMPLE_RATE, name)
+    y = decode_audio(data, max_seconds=60)
+    np.testing.assert_array_equal(y, resampled_by_ffmpeg(data))
+    assert_two_tone(y)
+
+
+def test_16khz_mono_between_resampled_stretches():
+    # Chained mp3s, a tone each: 44.1 kHz, then 16 kHz mono (no resampling), then 48 kHz stereo.
+    # Switching between the resampler and none keeps every stretch, in order, at its level.
+    tones = [(300, 44100, 1), (500, SAMPLE_RATE, 1), (700, 48000, 2)]
+    data = b"".join(encode(np.tile(sine(f, rate), (ch, 1)), rate, "mp3") for f, rate, ch in tones)
+    y = decode_audio(data, max_seconds=60)
+    assert 2.99 < len(y) / SAMPLE_RATE < 3.2  # mp3 frames and tag frames add a little silence
+    for second, (freq, _, _) in enumerate(tones):
+        window = y[int((second + 0.3) * SAMPLE_RATE): int((second + 0.8) * SAMPLE_RATE)]
+        spectrum = np.abs(np.fft.rfft(window * np.hanning(len(window))))
+        assert np.fft.rfftfreq(len(window), 1 / SAMPLE_RATE)[np.argmax(spectrum)] == pytest.approx(freq, abs=4)
+
+
 def test_float_input_with_nan_inf_and_overload_is_cleaned():
     x = two_tone(16000)
     x[100:200], x[300], x[400], x[500:600] = np.nan, np.inf, -np.inf, 3.0
