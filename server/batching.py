@@ -34,6 +34,11 @@ from server.errors import ClientDisconnected, Overloaded, OutOfMemory, PayloadTo
 
 log = logging.getLogger(__name__)
 
+
+def model_thread(name: str) -> ThreadPoolExecutor:
+    """The single worker thread a model loads on and computes on."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batcher-{name}")
+
 P = TypeVar("P")
 R = TypeVar("R")
 
@@ -138,6 +143,9 @@ class Batcher(Generic[P, R]):
     on_batch: Callable[[BatchRecord], None] | None = None
     is_oom: Callable[[BaseException], bool] = is_cuda_oom
     on_oom: Callable[[], None] = _free_cuda_cache
+    # The model's worker thread, where it was loaded (server.torch_threads); None: a new one. The
+    # batcher stops it on close.
+    executor: ThreadPoolExecutor | None = None
     stats: BatcherStats = field(default_factory=BatcherStats)
 
     def __post_init__(self) -> None:
@@ -148,7 +156,7 @@ class Batcher(Generic[P, R]):
         self._closing = False
         self._task: asyncio.Task | None = None
         # One thread per model: forward passes of one model never overlap, and never run on the loop.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batcher-{self.name}")
+        self._executor = self.executor or model_thread(self.name)
         self._times = ForwardTimeFit()
 
     # ---- public surface -------------------------------------------------------------------------

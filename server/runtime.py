@@ -11,13 +11,14 @@ import importlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from server.batching import Batcher
+from server.batching import Batcher, model_thread
 from server.config import Settings
 from server.errors import ModelNotFound, NotReady, ShuttingDown
 from server.metrics import Metrics
@@ -64,8 +65,9 @@ def _named(ref: str) -> Any:
 
 
 def build(kind: str, path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
-          metrics: Metrics) -> tuple[Any, Batcher]:
-    """Load the adapter, warm it up, put a batcher in front of it, and make the routes' service."""
+          metrics: Metrics, worker: ThreadPoolExecutor) -> tuple[Any, Batcher]:
+    """Load the adapter, warm it up, put a batcher in front of it, and make the routes' service.
+    Runs on ``worker``, the thread that will run the model's forward passes (server.torch_threads)."""
     family, spec = FAMILIES[kind], store.SPECS[kind]
     model = _named(family.adapter)(path, device, dtype)
     model.warm_up()
@@ -78,6 +80,7 @@ def build(kind: str, path: Path, settings: Settings, device: torch.device, dtype
         lookahead=settings.batch_lookahead,
         min_padding_efficiency=settings.batch_min_padding_efficiency,
         on_batch=metrics.batch_observer(spec.served_name),
+        executor=worker,
     )
     return _named(family.service).from_settings(model, batcher, settings), batcher
 
@@ -105,7 +108,13 @@ class Runtime:
             value = getattr(self.settings, f"{kind}_model")
             started = time.perf_counter()
             path = await asyncio.to_thread(store.resolve, spec, value, self.settings.models_dir, self.settings.offline)
-            service, batcher = await asyncio.to_thread(build, kind, path, self.settings, device, dtype, self.metrics)
+            worker = model_thread(spec.served_name)
+            try:
+                service, batcher = await asyncio.get_running_loop().run_in_executor(
+                    worker, build, kind, path, self.settings, device, dtype, self.metrics, worker)
+            except BaseException:
+                worker.shutdown(wait=False)
+                raise
             batcher.start()
             self.metrics.track(spec.served_name, batcher)
             self.served[kind] = Served(spec, path, service, batcher, int(time.time()))

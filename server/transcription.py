@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from server.audio import SAMPLE_RATE, decode_audio
 from server.batching import Batcher, gather_results
+from server.torch_threads import one_torch_thread
 from server.config import Settings
 from server.models.sensevoice import AsrItem, AsrResult, SenseVoice
 from server.vad import SILENT_PEAK, has_speech, split_on_pauses
@@ -126,8 +127,10 @@ class TranscriptionService:
     def _prepare(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
                  use_itn: bool) -> list[AsrItem]:
         """The segments as model items with their features, computed here in the thread pool, so
-        that the model's worker thread spends its time on the network alone."""
-        return [self.model.with_features(AsrItem(audio[start:end], language, use_itn)) for start, end in spans]
+        that the model's worker thread spends its time on the network alone (single-threaded, as
+        all torch work off that thread: server.torch_threads)."""
+        with one_torch_thread():
+            return [self.model.with_features(AsrItem(audio[start:end], language, use_itn)) for start, end in spans]
 
     def _speech_segments(self, audio: np.ndarray) -> list[tuple[int, int]]:
         """Sample ranges of the speech, cut at pauses into segments no longer than the limit."""

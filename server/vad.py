@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from server.torch_threads import one_torch_thread
+
 # Gaps shorter than this are pauses inside an utterance (commas, breaths): keep them in one segment.
 _MERGE_GAP_S = 1.0
 # How far a segment reaches into the silence around it, so a word's onset/decay is not clipped.
@@ -55,7 +57,9 @@ def split_on_pauses(audio: np.ndarray, *, max_segment_s: float = 30.0, sample_ra
     """
     samples = _mono_tensor(audio, sample_rate)
     regions = []
-    with _borrowed_model() as model, _one_torch_thread():
+    # A tiny network on 32 ms chunks: intra-op threads cost more than they give (90x real time on
+    # 1 thread, 40-100x on 2, worse the busier the CPU).
+    with _borrowed_model() as model, one_torch_thread():
         # Digital silence holds no speech, and the VAD would cost ~0.7 s per minute of it to say so:
         # it only runs over the stretches that are not silent.
         for start, end in _audible_stretches(samples, sample_rate):
@@ -78,7 +82,7 @@ def has_speech(audio: np.ndarray, *, sample_rate: int = 16000) -> bool:
     then 128, 256, ...: a bounded share of the work) whether a settled region exists yet. Only
     audio without speech is read to its end."""
     samples = _mono_tensor(audio, sample_rate)
-    with _borrowed_model() as model, _one_torch_thread():
+    with _borrowed_model() as model, one_torch_thread():
         return any(_windows_to_find_speech(samples[start:end], model, sample_rate) is not None
                    for start, end in _audible_stretches(samples, sample_rate))
 
@@ -222,25 +226,3 @@ def _borrowed_model():
     finally:
         with _lock:
             _idle_models.append(model)
-
-
-@contextmanager
-def _one_torch_thread():
-    """Run torch single-threaded in this thread, for the duration. The VAD runs a tiny network on
-    32 ms chunks, where intra-op threads cost more than they give (measured: 90x real time on 1
-    thread, 40-100x on 2, worse the busier the CPU; N requests x N-thread OpenMP teams would thrash).
-    torch.set_num_threads also sets the default that threads which have not used torch yet will
-    take (OpenMP keeps the count per thread): a short-lived thread puts that default straight back
-    (only a thread first using torch in those ~0.1 ms would still pick up the 1)."""
-    threads = torch.get_num_threads()  # also runs torch's per-thread init, which would undo the 1 later
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    restore = threading.Thread(target=torch.set_num_threads, args=(threads,), name="vad-threads")
-    restore.start()
-    restore.join()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from server.audio import SAMPLE_RATE, decode_audio
-from server.vad import (Segment, _borrowed_model, _mono_tensor, _one_torch_thread, _windows_to_find_speech,
+from server.vad import (Segment, _borrowed_model, _mono_tensor, _windows_to_find_speech,
                         has_speech, plan_segments, split_on_pauses)
 
 DATA = Path(__file__).parent / "data"
@@ -200,11 +200,6 @@ def test_leaves_torch_thread_settings_alone(clip):
 
     assert in_new_thread(worker) == (default, default)
     assert in_new_thread(torch.get_num_threads) == default
-
-    # While a call runs, its thread is on 1 thread and threads started meanwhile get the default.
-    with _one_torch_thread():
-        assert torch.get_num_threads() == 1
-        assert in_new_thread(torch.get_num_threads) == default
     assert torch.get_num_threads() == THREADS_AT_START
 
 
