@@ -39,6 +39,7 @@ def model_thread(name: str) -> ThreadPoolExecutor:
     """The single worker thread a model loads on and computes on."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batcher-{name}")
 
+
 P = TypeVar("P")
 R = TypeVar("R")
 

@@ -19,9 +19,9 @@ from starlette.concurrency import run_in_threadpool
 
 from server.audio import SAMPLE_RATE, decode_audio
 from server.batching import Batcher, gather_results
-from server.torch_threads import one_torch_thread
 from server.config import Settings
 from server.models.sensevoice import AsrItem, AsrResult, SenseVoice
+from server.torch_threads import one_torch_thread
 from server.vad import SILENT_PEAK, has_speech, split_on_pauses
 
 # Scripts written without spaces between words: their segments are joined without one.
