@@ -128,7 +128,7 @@ def _decode_into(data: bytes, chunks: list[np.ndarray], max_samples: int, max_se
                             # layout (9, 32 or more): convert rate and format only; keep_resampled() averages.
                             resampler = _resampler(None)
                 if resampler is None:
-                    keep(frame.to_ndarray()[0].astype(np.float32) * as_is)
+                    keep(np.multiply(frame.to_ndarray()[0], as_is, dtype=np.float32))  # a new array
                 else:
                     keep_resampled(resampler.resample(frame))
         if resampler is not None:

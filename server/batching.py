@@ -157,7 +157,7 @@ class Batcher(Generic[P, R]):
         self._closing = False
         self._task: asyncio.Task | None = None
         # One thread per model: forward passes of one model never overlap, and never run on the loop.
-        self._executor = self.executor or model_thread(self.name)
+        self.executor = self.executor or model_thread(self.name)
         self._times = ForwardTimeFit()
 
     # ---- public surface -------------------------------------------------------------------------
@@ -214,7 +214,7 @@ class Batcher(Generic[P, R]):
                     if not item.future.done():
                         item.future.set_exception(ShuttingDown("The server shut down before this item ran."))
                 self._queue.clear()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     # ---- worker loop ----------------------------------------------------------------------------
 
@@ -239,7 +239,7 @@ class Batcher(Generic[P, R]):
                 continue
             started = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._executor, self._run_isolated, [i.payload for i in batch])
+                results = await loop.run_in_executor(self.executor, self._run_isolated, [i.payload for i in batch])
             except Exception as err:  # a bug in the batcher itself: fail the batch, keep serving
                 log.exception("%s: batch failed outside the model", self.name)
                 results = [err] * len(batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +50,15 @@ def live_server(**overrides) -> Iterator[LiveServer]:
 def embed_server(bge_m3_dir) -> Iterator[LiveServer]:
     with live_server(embedding_model=str(bge_m3_dir)) as srv:
         yield srv
+
+
+def in_new_thread(fn):
+    """``fn()`` run on a thread started for it (torch keeps some settings per thread)."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(fn()))
+    thread.start()
+    thread.join()
+    return result[0]
 
 
 def assert_error_shape(response: httpx.Response, status: int | None = None, code: str | None = None) -> dict:

@@ -7,22 +7,13 @@ import threading
 from collections import defaultdict
 
 import numpy as np
-import pytest
 import torch
 
 from audio_files import encode
-from conftest import live_server
+from conftest import in_new_thread, live_server
 from server.models.bge_m3 import BgeM3
 from server.models.sensevoice import SenseVoice
 from server.torch_threads import one_torch_thread
-
-
-def in_new_thread(fn):
-    result = []
-    thread = threading.Thread(target=lambda: result.append(fn()))
-    thread.start()
-    thread.join()
-    return result[0]
 
 
 def test_one_torch_thread_is_for_this_thread_alone():
@@ -42,7 +33,6 @@ def recording(calls: dict, name: str, method):
     return wrapper
 
 
-@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs torch on 2 or more threads")
 def test_models_load_and_compute_on_their_own_threads(monkeypatch, bge_m3_dir, sensevoice_dir):
     calls = defaultdict(list)
     for cls in (BgeM3, SenseVoice):

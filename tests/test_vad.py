@@ -7,7 +7,6 @@ speech_pauses.json says where each sentence and pause lies (scripts/make_test_au
 from __future__ import annotations
 
 import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import in_new_thread
 from server.audio import SAMPLE_RATE, decode_audio
 from server.vad import (Segment, _borrowed_model, _mono_tensor, _windows_to_find_speech,
                         has_speech, plan_segments, split_on_pauses)
@@ -175,14 +175,6 @@ def test_deterministic_and_thread_safe(clip):
         jobs = [(m, pool.submit(split_on_pauses, audio, max_segment_s=m)) for _ in range(4) for m in (60, 2)]
         for m, job in jobs:
             assert job.result() == expected[m]
-
-
-def in_new_thread(fn):
-    result = []
-    t = threading.Thread(target=lambda: result.append(fn()))
-    t.start()
-    t.join()
-    return result[0]
 
 
 def test_leaves_torch_thread_settings_alone(clip):
