@@ -72,3 +72,16 @@ def test_benchmark_ratios_and_targets():
         "embedding: lone p50 / its forward pass": True,  # 1.1 <= 1.2
         "embedding (mixed lengths): server / Infinity 0.0.78 (peer)": False,  # behind the peer
     }
+
+
+def test_no_batching_ceiling_from_an_offline_reference_slower_than_the_server():
+    rows = [
+        {"system": bench.OFFLINE, "documents/s": 27.0},
+        {"system": bench.SERVER, "documents/s": 48.0, "padding efficiency": 0.96, "client CPU share": 0.0},
+        {"system": bench.SERVER_OFF, "documents/s": 37.0},
+    ]
+    res = {"kind": "reranker", "workload": "10-100 documents, first 512 tokens", "rows": rows,
+           "ratios": bench.ratios(rows, "documents")}
+    judged = {t["target"]: t for t in bench.targets([res])}
+    off = judged["reranker (10-100 documents, first 512 tokens): server / batching off"]
+    assert off["measured"] == pytest.approx(48 / 37) and off["ceiling here"] is None

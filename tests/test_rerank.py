@@ -114,6 +114,19 @@ def test_long_document_scores_its_best_window(server, reference):
     assert got["tokens"] == {"input_tokens": fed + short_fed, "output_tokens": 0}
 
 
+def test_one_chunk_per_document_is_flagreranker_truncation(server, reference):
+    """max_chunks_per_doc 1 scores what compute_score scores: the pair cut at 512 tokens (the
+    benchmark compares with FlagReranker and Infinity on this)."""
+    rng = random.Random(4)
+    query = "where do pandas live"
+    long_doc = " ".join(rng.choice("panda bamboo river mountain forest cloud".split()) for _ in range(1500))
+    got = rerank(server, {"query": query, "documents": [long_doc], "max_chunks_per_doc": 1})
+    want = reference.compute_score([[query, long_doc]], normalize=True)[0]
+    assert len(tokens(reference, long_doc)) > 1000  # long enough to be cut
+    assert abs(got["results"][0]["relevance_score"] - want) <= 1e-5
+    assert got["tokens"]["input_tokens"] == 512
+
+
 # ---- chunking edges (pair length 64) ---------------------------------------------------------------
 
 
