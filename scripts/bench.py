@@ -116,7 +116,8 @@ def embedding_workloads(args) -> list[Workload]:
 def reranker_workloads(args) -> list[Workload]:
     rng = random.Random(1)
     queries = []
-    for _ in range(max(4, args.items // 16)):
+    # At least a request per client, so that all of them are in flight at once.
+    for _ in range(max(args.clients, args.items // 16)):
         # 10-100 documents, one in ten long enough (300-900 words) to be cut into windows.
         docs = [text(rng, rng.choice([rng.randint(5, 60)] * 9 + [rng.randint(300, 900)]))
                 for _ in range(rng.randint(10, 100))]
