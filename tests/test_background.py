@@ -3,6 +3,7 @@ verdict arithmetic, which decides what the README calls met."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
@@ -93,3 +94,20 @@ def test_no_batching_ceiling_from_an_offline_reference_slower_than_the_server():
     judged = {t["target"]: t for t in bench.targets([res])}
     off = judged["reranker (10-100 documents, first 512 tokens): server / batching off"]
     assert off["measured"] == pytest.approx(48 / 37) and off["ceiling here"] is None
+
+
+def test_the_lone_request_is_timed_only_by_the_workload_that_has_one():
+    sent = []
+
+    async def answer(http, req):
+        sent.append(req)
+        return httpx.Response(200)
+
+    ep = bench.Endpoint("server", answer, "http://127.0.0.1:9")
+    args = argparse.Namespace(max_seconds=60, lone=3)
+    requests, lone = [bench.Request({"n": i}) for i in range(4)], bench.Request({"lone": True})
+    with_lone = bench.measure(ep, bench.Workload("embedding", "mixed lengths", "texts", requests, lone, 2, None), args)
+    assert with_lone["lone p50 ms"] is not None and sent.count(lone) == 3
+    sent.clear()
+    without = bench.measure(ep, bench.Workload("embedding", "short texts", "texts", requests, None, 2, None), args)
+    assert "lone p50 ms" not in without and lone not in sent and len(sent) == 2 + 4  # warm-up, then the run
