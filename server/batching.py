@@ -16,7 +16,9 @@ model's own worker thread) and a cost per item (tokens, or audio frames). The ba
 * drops an item whose caller is gone (future cancelled) before it is computed;
 * isolates failures: a batch that raises is split in halves and retried, so one bad item fails
   only its own request; CUDA out-of-memory takes the same path after freeing the cache;
-* drains on close: stops accepting, finishes what is queued, then stops the worker.
+* drains on close: stops accepting, finishes what is queued, then stops the worker;
+* on a CPU, takes turns with request preparation (server.cpu_gate), and chooses the batch once
+  the pass has its turn.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from server.cpu_gate import CpuGate
 from server.errors import ClientDisconnected, Overloaded, OutOfMemory, PayloadTooLarge, ShuttingDown, Timeout
 
 log = logging.getLogger(__name__)
@@ -147,6 +150,8 @@ class Batcher(Generic[P, R]):
     # The model's worker thread, where it was loaded (server.torch_threads); None: a new one. The
     # batcher stops it on close.
     executor: ThreadPoolExecutor | None = None
+    # Turns between forward passes and request preparation on a CPU (server.cpu_gate); off: none.
+    gate: CpuGate = field(default_factory=lambda: CpuGate(enabled=False))
     stats: BatcherStats = field(default_factory=BatcherStats)
 
     def __post_init__(self) -> None:
@@ -234,16 +239,19 @@ class Batcher(Generic[P, R]):
                 await self._wakeup.wait()
                 continue
             await self._running.wait()
-            batch = self._next_batch()
-            if not batch:
-                continue
-            started = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self.executor, self._run_isolated, [i.payload for i in batch])
-            except Exception as err:  # a bug in the batcher itself: fail the batch, keep serving
-                log.exception("%s: batch failed outside the model", self.name)
-                results = [err] * len(batch)
-            self._deliver(batch, results, time.perf_counter() - started)
+            # The batch is chosen once the pass has its turn: what was prepared meanwhile joins it.
+            async with self.gate.forward_pass():
+                batch = self._next_batch()
+                if not batch:
+                    continue
+                started = time.perf_counter()
+                try:
+                    results = await loop.run_in_executor(self.executor, self._run_isolated, [i.payload for i in batch])
+                except Exception as err:  # a bug in the batcher itself: fail the batch, keep serving
+                    log.exception("%s: batch failed outside the model", self.name)
+                    results = [err] * len(batch)
+                seconds = time.perf_counter() - started
+            self._deliver(batch, results, seconds)
 
     def _next_batch(self) -> list[_Item]:
         """Pick the oldest item plus the neighbours in cost that add the least padding."""

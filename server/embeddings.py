@@ -7,7 +7,6 @@ import base64
 from collections.abc import Awaitable, Callable
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from server.batching import Batcher, gather_results
 from server.config import Settings
@@ -44,7 +43,7 @@ class EmbeddingService:
                 param="dimensions",
             )
         inputs = self._as_list(req.input)
-        token_ids = await run_in_threadpool(self._tokenize, inputs, req.truncate)
+        token_ids = await self.batcher.gate.run_preparation(self._tokenize, inputs, req.truncate)
         token_ids = [self._fit(ids, i, req.truncate) for i, ids in enumerate(token_ids)]
 
         items = [(EmbedItem(ids, sparse=req.return_sparse, colbert=req.return_colbert), len(ids)) for ids in token_ids]

@@ -17,8 +17,6 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable
 
-from starlette.concurrency import run_in_threadpool
-
 from server.batching import Batcher, gather_results
 from server.config import Settings
 from server.errors import InvalidRequest, PayloadTooLarge
@@ -76,7 +74,7 @@ class RerankService:
             raise InvalidRequest(
                 f"documents has {len(texts)} items; at most {self.max_documents} per request.", param="documents"
             )
-        pairs, owners = await run_in_threadpool(self._pairs, req, texts)
+        pairs, owners = await self.batcher.gate.run_preparation(self._pairs, req, texts)
         tokens = sum(len(p) for p in pairs)
         if tokens > self.max_tokens:
             raise PayloadTooLarge(

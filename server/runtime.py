@@ -20,6 +20,7 @@ import torch
 
 from server.batching import Batcher, model_thread
 from server.config import Settings
+from server.cpu_gate import CpuGate
 from server.errors import ModelNotFound, NotReady, ShuttingDown
 from server.metrics import Metrics
 from server.models import store
@@ -65,7 +66,7 @@ def _named(ref: str) -> Any:
 
 
 def build(kind: str, path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
-          metrics: Metrics, worker: ThreadPoolExecutor) -> tuple[Any, Batcher]:
+          metrics: Metrics, worker: ThreadPoolExecutor, gate: CpuGate) -> tuple[Any, Batcher]:
     """Load the adapter, warm it up, put a batcher in front of it, and make the routes' service.
     Runs on ``worker``, the thread that will run the model's forward passes (server.torch_threads)."""
     family, spec = FAMILIES[kind], store.SPECS[kind]
@@ -81,6 +82,7 @@ def build(kind: str, path: Path, settings: Settings, device: torch.device, dtype
         min_padding_efficiency=settings.batch_min_padding_efficiency,
         on_batch=metrics.batch_observer(spec.served_name),
         executor=worker,
+        gate=gate,
     )
     return _named(family.service).from_settings(model, batcher, settings), batcher
 
@@ -103,6 +105,8 @@ class Runtime:
         if device.type == "cpu" and self.settings.cpu_threads:
             torch.set_num_threads(self.settings.cpu_threads)
         log.info("device %s, dtype %s", device, str(dtype).removeprefix("torch."))
+        # One gate for every model: on a CPU, passes of different models would share the cores too.
+        gate = CpuGate(enabled=device.type == "cpu")
         for kind in self.configured:
             spec = store.SPECS[kind]
             value = getattr(self.settings, f"{kind}_model")
@@ -111,7 +115,7 @@ class Runtime:
             worker = model_thread(spec.served_name)
             try:
                 service, batcher = await asyncio.get_running_loop().run_in_executor(
-                    worker, build, kind, path, self.settings, device, dtype, self.metrics, worker)
+                    worker, build, kind, path, self.settings, device, dtype, self.metrics, worker, gate)
             except BaseException:
                 worker.shutdown(wait=False)
                 raise

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from server.audio import SAMPLE_RATE, decode_audio
 from server.batching import Batcher, gather_results
@@ -77,11 +76,11 @@ class TranscriptionService:
 
     async def transcribe(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
                          is_gone: Callable[[], Awaitable[bool]] | None = None) -> Transcript:
-        audio = await run_in_threadpool(decode_audio, data, max_seconds=self.max_seconds)
+        audio = await self.batcher.gate.run_preparation(decode_audio, data, max_seconds=self.max_seconds)
         if len(audio) <= self.max_segment_s * SAMPLE_RATE:
             spans, results = await self._whole_clip(audio, language, use_itn, is_gone)
         else:
-            spans = await run_in_threadpool(self._speech_segments, audio)
+            spans = await self.batcher.gate.run_preparation(self._speech_segments, audio)
             futures = await self._submit(audio, spans, language, use_itn)
             results = await gather_results(futures, self.timeout, is_gone)
         segments = [
@@ -103,7 +102,8 @@ class TranscriptionService:
         spans = [(0, len(audio))]
         # The VAD runs while the features are computed (both single-threaded: one core each), so
         # that it is done before the forward pass starts and does not take a core from it.
-        speech_check = asyncio.ensure_future(run_in_threadpool(has_speech, audio, sample_rate=SAMPLE_RATE))
+        speech_check = asyncio.ensure_future(
+            self.batcher.gate.run_preparation(has_speech, audio, sample_rate=SAMPLE_RATE))
         try:
             futures = await self._submit(audio, spans, language, use_itn)
         except BaseException:
@@ -121,7 +121,7 @@ class TranscriptionService:
 
     async def _submit(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
                       use_itn: bool) -> list:
-        items = await run_in_threadpool(self._prepare, audio, spans, language, use_itn)
+        items = await self.batcher.gate.run_preparation(self._prepare, audio, spans, language, use_itn)
         return self.batcher.submit([(item, self.model.cost(item)) for item in items])
 
     def _prepare(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,

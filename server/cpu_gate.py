@@ -1,0 +1,124 @@
+"""On a CPU, forward passes and request preparation take turns instead of sharing the cores.
+
+A forward pass runs torch's OpenMP team on every core and takes the GIL back between operators.
+Any other busy thread beside it takes a core from that team, whose barriers then wait on a
+descheduled thread, and holds the GIL the pass's thread needs next: kaldi-native-fbank, for one,
+keeps the GIL through its whole 15 ms for a 10 s clip. Measured (2 cores, small SenseVoice, 4 clips
+of 10 s per pass): 51 ms per clip alone, 110-200 ms with one thread beside it computing features,
+checking for speech or decoding uploads. Taking turns costs the pass nothing and the preparation
+only its wait, which is shorter than the time it would add to every pass in flight.
+
+So a pass waits until the preparation already running has finished; preparation that arrives
+while a pass runs or waits runs after it. Turns alternate: whatever preparation waited through
+a pass goes before the next pass, and a pass waiting goes before preparation that arrives later,
+so neither side starves. Preparation runs side by side with other preparation (one core each);
+forward passes of different models on one CPU run one at a time.
+
+On a GPU the pass runs on the device and the gate is off: preparation overlaps it freely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+T = TypeVar("T")
+
+
+class CpuGate:
+    """An asyncio readers-writer lock with alternating turns: passes are the writers. State only
+    changes between awaits (one event loop), so releasing never awaits and cannot be interrupted."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._passing = False  # a forward pass holds the gate
+        self._passes_waiting = 0
+        self._preparing = 0  # preparation holding the gate
+        # Waiting preparation by the number of passes finished when it arrived: what arrived before
+        # the last pass finished has waited through a pass, and goes before the next one.
+        self._prep_waiting: Counter[int] = Counter()
+        self._passes_done = 0
+        self._wakeups: list[asyncio.Future] = []
+
+    @property
+    def preparing(self) -> int:
+        """Preparation holding the gate now."""
+        return self._preparing
+
+    @property
+    def preparation_waiting(self) -> int:
+        return sum(self._prep_waiting.values())
+
+    @asynccontextmanager
+    async def forward_pass(self) -> AsyncIterator[None]:
+        if not self.enabled:
+            yield
+            return
+        self._passes_waiting += 1
+        try:
+            await self._until(self._pass_may_start)
+        finally:
+            self._passes_waiting -= 1
+            self._wake_all()
+        self._passing = True
+        try:
+            yield
+        finally:
+            self._passing = False
+            self._passes_done += 1
+            self._wake_all()
+
+    @asynccontextmanager
+    async def preparation(self) -> AsyncIterator[None]:
+        """Hold around CPU-heavy preparation handed to a thread, never around a wait for results."""
+        if not self.enabled:
+            yield
+            return
+        arrived = self._passes_done
+        self._prep_waiting[arrived] += 1
+        try:
+            await self._until(lambda: self._preparation_may_start(arrived))
+        finally:
+            self._prep_waiting[arrived] -= 1
+            if not self._prep_waiting[arrived]:
+                del self._prep_waiting[arrived]
+            self._wake_all()
+        self._preparing += 1
+        try:
+            yield
+        finally:
+            self._preparing -= 1
+            self._wake_all()
+
+    async def run_preparation(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in the thread pool, in a preparation turn."""
+        async with self.preparation():
+            return await run_in_threadpool(fn, *args, **kwargs)
+
+    def _pass_may_start(self) -> bool:
+        waited_through_a_pass = any(arrived < self._passes_done for arrived in self._prep_waiting)
+        return not self._passing and not self._preparing and not waited_through_a_pass
+
+    def _preparation_may_start(self, arrived: int) -> bool:
+        return not self._passing and (not self._passes_waiting or arrived < self._passes_done)
+
+    async def _until(self, may_start: Callable[[], bool]) -> None:
+        while not may_start():
+            wakeup = asyncio.get_running_loop().create_future()
+            self._wakeups.append(wakeup)
+            try:
+                await wakeup
+            finally:
+                if wakeup in self._wakeups:
+                    self._wakeups.remove(wakeup)
+
+    def _wake_all(self) -> None:
+        for wakeup in self._wakeups:
+            if not wakeup.done():
+                wakeup.set_result(None)
+        self._wakeups.clear()
