@@ -12,7 +12,10 @@ So a pass waits until the preparation already running has finished; preparation 
 while a pass runs or waits runs after it. Turns alternate: whatever preparation waited through
 a pass goes before the next pass, and a pass waiting goes before preparation that arrives later,
 so neither side starves. Preparation runs side by side with other preparation (one core each);
-forward passes of different models on one CPU run one at a time.
+forward passes of different models on one CPU run one at a time. Preparation that has held its
+turn for ``max_hold`` (long audio: the speech check of an hour takes tens of seconds) stops
+holding passes back: they run beside it, as they would without the gate, rather than stall
+every request behind one upload.
 
 On a GPU the pass runs on the device and the gate is off: preparation overlaps it freely.
 """
@@ -34,11 +37,12 @@ class CpuGate:
     """An asyncio readers-writer lock with alternating turns: passes are the writers. State only
     changes between awaits (one event loop), so releasing never awaits and cannot be interrupted."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, max_hold: float = 0.25):
         self.enabled = enabled
+        self.max_hold = max_hold  # seconds; a typical request's preparation takes 5-100 ms
         self._passing = False  # a forward pass holds the gate
         self._passes_waiting = 0
-        self._preparing = 0  # preparation holding the gate
+        self._holding: dict[object, float] = {}  # preparation holding the gate -> when it began
         # Waiting preparation by the number of passes finished when it arrived: what arrived before
         # the last pass finished has waited through a pass, and goes before the next one.
         self._prep_waiting: Counter[int] = Counter()
@@ -48,7 +52,7 @@ class CpuGate:
     @property
     def preparing(self) -> int:
         """Preparation holding the gate now."""
-        return self._preparing
+        return len(self._holding)
 
     @property
     def preparation_waiting(self) -> int:
@@ -61,7 +65,7 @@ class CpuGate:
             return
         self._passes_waiting += 1
         try:
-            await self._until(self._pass_may_start)
+            await self._until(self._pass_may_start, self._until_overstayed)
         finally:
             self._passes_waiting -= 1
             self._wake_all()
@@ -88,11 +92,12 @@ class CpuGate:
             if not self._prep_waiting[arrived]:
                 del self._prep_waiting[arrived]
             self._wake_all()
-        self._preparing += 1
+        holder = object()
+        self._holding[holder] = asyncio.get_running_loop().time()
         try:
             yield
         finally:
-            self._preparing -= 1
+            del self._holding[holder]
             self._wake_all()
 
     async def run_preparation(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -102,17 +107,26 @@ class CpuGate:
 
     def _pass_may_start(self) -> bool:
         waited_through_a_pass = any(arrived < self._passes_done for arrived in self._prep_waiting)
-        return not self._passing and not self._preparing and not waited_through_a_pass
+        return not self._passing and not waited_through_a_pass and self._until_overstayed() is None
+
+    def _until_overstayed(self) -> float | None:
+        """Seconds until every preparation holding the gate has held it for ``max_hold``; None: now."""
+        if not self._holding:
+            return None
+        left = max(self._holding.values()) + self.max_hold - asyncio.get_running_loop().time()
+        return left if left > 0 else None
 
     def _preparation_may_start(self, arrived: int) -> bool:
         return not self._passing and (not self._passes_waiting or arrived < self._passes_done)
 
-    async def _until(self, may_start: Callable[[], bool]) -> None:
+    async def _until(self, may_start: Callable[[], bool],
+                     time_left: Callable[[], float | None] = lambda: None) -> None:
+        """Wait for a change of state that lets ``may_start()``, or for ``time_left()`` to run out."""
         while not may_start():
             wakeup = asyncio.get_running_loop().create_future()
             self._wakeups.append(wakeup)
             try:
-                await wakeup
+                await asyncio.wait([wakeup], timeout=time_left())
             finally:
                 if wakeup in self._wakeups:
                     self._wakeups.remove(wakeup)

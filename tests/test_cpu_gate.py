@@ -269,3 +269,25 @@ def test_request_preparation_waits_for_a_pass_in_progress(cpu_server, route):
         held.result(10)
         sender.join(60)
     assert result and result[0].status_code == 200, result[0].text if result else "no response"
+
+
+def test_preparation_that_overstays_stops_holding_passes_back():
+    """Hour-long audio's speech check would otherwise stall every model's passes behind it."""
+
+    async def go():
+        turns = Turns(CpuGate(max_hold=0.2))
+        turns.begin("long prep", "prep")
+        await settle()
+        turns.begin("pass", "pass")
+        await asyncio.sleep(0.05)
+        assert turns.holding == {"long prep"}
+        turns.begin("short prep", "prep")  # arrives while the pass waits: still goes after it
+        await asyncio.sleep(0.3)
+        assert turns.holding == {"long prep", "pass"}
+        await turns.end("pass")
+        await settle()
+        assert turns.holding == {"long prep", "short prep"}
+        await turns.end("short prep")
+        await turns.end("long prep")
+
+    asyncio.run(go())
