@@ -1,0 +1,126 @@
+"""Where a transcription's CPU time goes, piece by piece: the figures behind server/cpu_gate.py and
+the sliced CTC head (server/models/sensevoice.py's best_path).
+
+For 10 s speech clips through the server's own SenseVoice adapter, loaded on a worker thread as the
+server loads it, it prints medians of:
+
+* request preparation per clip, single-threaded: WAV decoding, the speech check, the features;
+* the forward pass per clip at batch sizes 1, 2, 4 and 8;
+* the CTC head on a batch of 4: the whole logits then log-softmax and arg max (what funasr does)
+  against ``best_path`` (a slice of the vocabulary at a time);
+* the forward pass per clip (batch of 4) alone, then with one thread beside it doing each kind of
+  preparation in a loop: what the passes would cost if preparation shared the cores with them.
+
+    python scripts/asr_cpu_costs.py --size small
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench import build, speech_clip, wav_bytes  # noqa: E402
+
+from server.audio import decode_audio  # noqa: E402
+from server.models.sensevoice import AsrItem, SenseVoice, best_path  # noqa: E402
+from server.tiny_models import SENSEVOICE_SIZES  # noqa: E402
+from server.torch_threads import one_torch_thread  # noqa: E402
+from server.vad import has_speech  # noqa: E402
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=list(SENSEVOICE_SIZES), default="small")
+    parser.add_argument("--model-dir", type=Path, help="a SenseVoiceSmall directory instead of random weights")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    model_dir = args.model_dir or build("asr", args.size, Path(tempfile.gettempdir()) / f"asr_cpu_costs_{args.size}")
+
+    worker = ThreadPoolExecutor(1)  # the model loads and computes on one thread, as in the server
+
+    def on_worker(fn: Callable[[], Any]) -> Any:
+        def run() -> Any:
+            with torch.inference_mode():
+                return fn()
+
+        return worker.submit(run).result()
+
+    model = on_worker(lambda: SenseVoice(model_dir, torch.device("cpu"), torch.float32))
+    clips = [speech_clip(10.0, seed) for seed in range(8)]
+    wavs = [wav_bytes(clip) for clip in clips]
+    items = [model.with_features(AsrItem(clip)) for clip in clips]
+    print(f"SenseVoice {args.size if not args.model_dir else model_dir}, float32, {torch.get_num_threads()} "
+          f"threads; 10 s clips; medians of {args.repeats}")
+
+    work = {
+        "decoding (WAV)": lambda i: decode_audio(wavs[i % 8], max_seconds=60),
+        "speech check": lambda i: has_speech(clips[i % 8]),
+        "features": lambda i: model.features(clips[i % 8]),
+    }
+    print("\npreparation per clip, one thread")
+    with one_torch_thread():
+        for name, fn in work.items():
+            print(f"  {name:16s} {median_ms(lambda fn=fn: fn(0), args.repeats):7.1f} ms")
+
+    print("\nforward pass per clip")
+    for size in (1, 2, 4, 8):
+        ms = on_worker(lambda size=size: median_ms(lambda: model.run_batch(items[:size]), args.repeats))
+        print(f"  batch of {size}      {ms / size:7.1f} ms")
+
+    head = model.model.ctc.ctc_lo
+    # The encoder output of 4 clips: 4 query frames and the clip's frames each.
+    hidden = torch.randn(4, items[0].features.shape[0] + 4, head.in_features)
+    whole = on_worker(lambda: median_ms(lambda: torch.log_softmax(head(hidden), dim=-1).argmax(-1), args.repeats))
+    sliced = on_worker(lambda: median_ms(lambda: best_path(head, hidden), args.repeats))
+    print(f"\nCTC head ({head.out_features} tokens), batch of 4: whole logits + log-softmax + arg max "
+          f"{whole:.1f} ms, a slice at a time {sliced:.1f} ms")
+
+    print("\nforward pass per clip (batch of 4), with one thread beside it")
+    for name, fn in {"nothing": None, **work}.items():
+        stop = threading.Event()
+
+        def loop(fn=fn) -> None:
+            with one_torch_thread():
+                i = 0
+                while not stop.is_set():
+                    fn(i)
+                    i += 1
+
+        beside = threading.Thread(target=loop) if fn else None
+        if beside:
+            beside.start()
+        try:
+            ms = on_worker(lambda: median_ms(lambda: model.run_batch(items[:4]), args.repeats))
+        finally:
+            stop.set()
+            if beside:
+                beside.join()
+        print(f"  {name:16s} {ms / 4:7.1f} ms")
+    worker.shutdown()
+
+
+if __name__ == "__main__":
+    main()
