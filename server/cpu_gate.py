@@ -1,12 +1,12 @@
 """On a CPU, forward passes and request preparation take turns instead of sharing the cores.
 
-A forward pass runs torch's OpenMP team on every core and takes the GIL back between operators.
-Any other busy thread beside it takes a core from that team, whose barriers then wait on a
-descheduled thread, and holds the GIL the pass's thread needs next: kaldi-native-fbank, for one,
-keeps the GIL through its whole 15 ms for a 10 s clip. Measured (2 cores, small SenseVoice, 4 clips
-of 10 s per pass): 51 ms per clip alone, 110-200 ms with one thread beside it computing features,
-checking for speech or decoding uploads. Taking turns costs the pass nothing and the preparation
-only its wait, which is shorter than the time it would add to every pass in flight.
+A forward pass runs torch's OpenMP team on every core. Any other busy thread beside it takes a
+core from that team, whose barriers then wait on a descheduled thread at every operator; the GIL is
+not what it loses (kaldi-native-fbank, PyAV and torch release it while they compute), the core is.
+Measured (2 cores, small SenseVoice, 4 clips of 10 s per pass, ``scripts/asr_cpu_costs.py``): 36-51
+ms per clip alone, 67-200 ms with one thread beside it computing features, checking for speech or
+decoding uploads. Taking turns costs the pass nothing and the preparation only its wait, which is
+shorter than the time it would add to every pass in flight.
 
 So a pass waits until the preparation already running has finished; preparation that arrives
 while a pass runs or waits runs after it. Turns alternate: whatever preparation waited through
