@@ -428,21 +428,42 @@ def sweep(ep: Endpoint, wl: Workload, args, rates: list[float]) -> list[dict]:
 
 
 def bench_workload(wl: Workload, model_dir: Path, args) -> dict:
-    rows, sweeps, rates = [], {}, None
-    if wl.offline is not None:
-        seconds = wl.offline(model_dir)
-        rows.append({"system": OFFLINE, f"{wl.unit}/s": sum(r.units for r in wl.requests) / seconds})
+    """Every system on the workload, ``args.rounds`` times in turn (offline reference, ours, batching
+    off, peers; then again): this machine's speed drifts by up to a quarter over minutes, so a
+    system measured minutes after another can win or lose on the drift alone. Each system's row is
+    its median round, each ratio the median of that ratio within each round; the latency sweep runs
+    in the first round only."""
+    by_system: dict[str, list[dict]] = {}
+    sweeps, rates = {}, None
     bare_s = wl.bare(model_dir) if wl.bare is not None else None  # before any server runs: alone
-    for start in systems(wl, model_dir, args):
-        with start() as ep:
-            print(f"  {wl.kind} / {wl.name}: {ep.name} ...", flush=True)
-            row = measure(ep, wl, args, bare_s)
-            if rates is None and args.sweep_seconds > 0:  # ours goes first: its capacity sets the scale
-                rates = [f * row["requests/s"] for f in args.sweep_fractions]
-            sweeps[ep.name] = sweep(ep, wl, args, rates or [])
-        rows.append(row)
+    for _ in range(args.rounds):
+        if wl.offline is not None:
+            seconds = wl.offline(model_dir)
+            by_system.setdefault(OFFLINE, []).append(
+                {"system": OFFLINE, f"{wl.unit}/s": sum(r.units for r in wl.requests) / seconds})
+        for start in systems(wl, model_dir, args):
+            with start() as ep:
+                print(f"  {wl.kind} / {wl.name}: {ep.name} ...", flush=True)
+                row = measure(ep, wl, args, bare_s)
+                if rates is None and args.sweep_seconds > 0:  # ours goes first: its capacity sets the scale
+                    rates = [f * row["requests/s"] for f in args.sweep_fractions]
+                if ep.name not in sweeps:
+                    sweeps[ep.name] = sweep(ep, wl, args, rates or [])
+            by_system.setdefault(ep.name, []).append(row)
+    rows = [median_round(runs, f"{wl.unit}/s") for runs in by_system.values()]
+    # Ratios within each round (systems measured side by side), then their median over the rounds.
+    per_round = [ratios([runs[i] for runs in by_system.values()], wl.unit) for i in range(args.rounds)]
     return {"kind": wl.kind, "workload": wl.name, "unit": wl.unit, "clients": wl.clients, "rows": rows,
-            "sweep": sweeps, "ratios": ratios(rows, wl.unit)}
+            "sweep": sweeps, "ratios": {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}}
+
+
+def median_round(runs: list[dict], key: str) -> dict:
+    """The round with the median ``key`` (the lower middle one for an even count), with every
+    round's figure beside it when there was more than one."""
+    row = dict(sorted(runs, key=lambda r: r[key])[(len(runs) - 1) // 2])
+    if len(runs) > 1:
+        row["rounds"] = " / ".join(f"{r[key]:.1f}" for r in runs)
+    return row
 
 
 def ratios(rows: list[dict], unit: str) -> dict[str, float]:
@@ -549,6 +570,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=256, help="texts per embedding workload (others scale)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--lone", type=int, default=20, help="repeats of the lone request")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every system this many times in turn; each reports its median round")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--max-seconds", type=float, default=300, help="bound on each load run")
     parser.add_argument("--sweep-seconds", type=float, default=10,
@@ -561,6 +584,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write every figure as JSON here")
     parser.add_argument("--plot", type=Path, default=Path("bench.png"), help="latency-vs-load PNG")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise (funasr sets INFO)
     given = dict(item.split("=", 1) for item in args.model_dir)
 

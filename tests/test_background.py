@@ -8,6 +8,7 @@ import asyncio
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -111,3 +112,36 @@ def test_the_lone_request_is_timed_only_by_the_workload_that_has_one():
     sent.clear()
     without = bench.measure(ep, bench.Workload("embedding", "short texts", "texts", requests, None, 2, None), args)
     assert "lone p50 ms" not in without and lone not in sent and len(sent) == 2 + 4  # warm-up, then the run
+
+
+def test_rounds_take_turns_and_ratios_are_taken_within_each_round(monkeypatch):
+    # Each system's speed by round: the machine is fast in round 0 and slow in round 1, so only a
+    # ratio within a round compares like with like.
+    speed = {bench.SERVER: [120.0, 90.0, 100.0], bench.SERVER_OFF: [100.0, 60.0, 80.0]}
+    offline = [60.0, 50.0, 100.0]
+    order = []
+
+    def started(name):
+        @contextmanager
+        def start():
+            order.append(name)
+            yield bench.Endpoint(name, None, "http://127.0.0.1:9")
+        return start
+
+    monkeypatch.setattr(bench, "systems", lambda wl, model_dir, args: [started(bench.SERVER), started(bench.SERVER_OFF)])
+    monkeypatch.setattr(bench, "measure", lambda ep, wl, args, bare_s: {
+        "system": ep.name, "texts/s": speed[ep.name][order.count(ep.name) - 1], "requests/s": 1.0})
+
+    def offline_seconds(model_dir):
+        order.append(bench.OFFLINE)
+        return 10 / offline[order.count(bench.OFFLINE) - 1]  # 10 texts of 1 unit each
+
+    wl = bench.Workload("embedding", "short texts", "texts", [bench.Request({}, units=1.0)] * 10, None, 2, offline_seconds)
+    args = argparse.Namespace(rounds=3, sweep_seconds=0, sweep_fractions=[])
+    res = bench.bench_workload(wl, Path("unused"), args)
+    assert order == [bench.OFFLINE, bench.SERVER, bench.SERVER_OFF] * 3  # in turn, round by round
+    rows = {r["system"]: r for r in res["rows"]}
+    assert rows[bench.SERVER]["texts/s"] == 100.0 and rows[bench.SERVER]["rounds"] == "120.0 / 90.0 / 100.0"
+    assert rows[bench.OFFLINE]["texts/s"] == pytest.approx(60.0)
+    # Within each round: 1.2, 1.5, 1.25 against batching off; 2.0, 1.8, 1.0 against offline.
+    assert res["ratios"] == pytest.approx({f"server / {bench.SERVER_OFF}": 1.25, f"server / {bench.OFFLINE}": 1.8})
