@@ -460,9 +460,14 @@ def bench_workload(wl: Workload, model_dir: Path, args) -> dict:
 def median_round(runs: list[dict], key: str) -> dict:
     """The round with the median ``key`` (the lower middle one for an even count), with every
     round's figure beside it when there was more than one."""
-    row = dict(sorted(runs, key=lambda r: r[key])[(len(runs) - 1) // 2])
-    if len(runs) > 1:
-        row["rounds"] = " / ".join(f"{r[key]:.1f}" for r in runs)
+    median = sorted(runs, key=lambda r: r[key])[(len(runs) - 1) // 2]
+    if len(runs) == 1:
+        return dict(median)
+    row = {}
+    for name, value in median.items():  # the rounds' figures right after the one they are of
+        row[name] = value
+        if name == key:
+            row["rounds"] = " / ".join(f"{r[key]:.1f}" for r in runs)
     return row
 
 

@@ -142,6 +142,7 @@ def test_rounds_take_turns_and_ratios_are_taken_within_each_round(monkeypatch):
     assert order == [bench.OFFLINE, bench.SERVER, bench.SERVER_OFF] * 3  # in turn, round by round
     rows = {r["system"]: r for r in res["rows"]}
     assert rows[bench.SERVER]["texts/s"] == 100.0 and rows[bench.SERVER]["rounds"] == "120.0 / 90.0 / 100.0"
+    assert list(rows[bench.SERVER])[:3] == ["system", "texts/s", "rounds"]  # the same columns in every table
     assert rows[bench.OFFLINE]["texts/s"] == pytest.approx(60.0)
     # Within each round: 1.2, 1.5, 1.25 against batching off; 2.0, 1.8, 1.0 against offline.
     assert res["ratios"] == pytest.approx({f"server / {bench.SERVER_OFF}": 1.25, f"server / {bench.OFFLINE}": 1.8})
