@@ -9,7 +9,9 @@ server loads it, it prints medians of:
 * the CTC head on a batch of 4: the whole logits then log-softmax and arg max (what funasr does)
   against ``best_path`` (a slice of the vocabulary at a time);
 * the forward pass per clip (batch of 4) alone, then with one thread beside it doing each kind of
-  preparation in a loop: what the passes would cost if preparation shared the cores with them.
+  preparation in a loop: what the passes would cost if preparation shared the cores with them;
+* a lone clip through the server, started in this process: when decoding, the speech check, the
+  features and the forward pass start and end, and when the answer is back.
 
     python scripts/asr_cpu_costs.py --size small
 """
@@ -23,18 +25,22 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import build, speech_clip, wav_bytes  # noqa: E402
+from bench import _seconds, build, speech_clip, wav_bytes  # noqa: E402
 
+from server import transcription  # noqa: E402
 from server.audio import decode_audio  # noqa: E402
+from server.background import free_port, serve_in_thread  # noqa: E402
+from server.batching import model_thread  # noqa: E402
+from server.config import Settings  # noqa: E402
 from server.models.sensevoice import AsrItem, SenseVoice, best_path  # noqa: E402
 from server.tiny_models import SENSEVOICE_SIZES  # noqa: E402
 from server.torch_threads import one_torch_thread  # noqa: E402
@@ -42,13 +48,8 @@ from server.vad import has_speech  # noqa: E402
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
+    fn()  # warm-up
+    return statistics.median(_seconds(fn) for _ in range(repeats)) * 1000
 
 
 def main() -> None:
@@ -59,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     model_dir = args.model_dir or build("asr", args.size, Path(tempfile.gettempdir()) / f"asr_cpu_costs_{args.size}")
 
-    worker = ThreadPoolExecutor(1)  # the model loads and computes on one thread, as in the server
+    worker = model_thread("asr")  # the model loads and computes on one thread, as in the server
 
     def on_worker(fn: Callable[[], Any]) -> Any:
         def run() -> Any:
@@ -71,7 +72,10 @@ def main() -> None:
     model = on_worker(lambda: SenseVoice(model_dir, torch.device("cpu"), torch.float32))
     clips = [speech_clip(10.0, seed) for seed in range(8)]
     wavs = [wav_bytes(clip) for clip in clips]
-    items = [model.with_features(AsrItem(clip)) for clip in clips]
+    # Single-threaded, as request preparation computes them: a torch team on this thread too would
+    # make libgomp stop spinning between operators and slow every pass timed below.
+    with one_torch_thread():
+        items = [model.with_features(AsrItem(clip)) for clip in clips]
     print(f"SenseVoice {args.size if not args.model_dir else model_dir}, float32, {torch.get_num_threads()} "
           f"threads; 10 s clips; medians of {args.repeats}")
 
@@ -92,7 +96,7 @@ def main() -> None:
 
     head = model.model.ctc.ctc_lo
     # The encoder output of 4 clips: 4 query frames and the clip's frames each.
-    hidden = torch.randn(4, items[0].features.shape[0] + 4, head.in_features)
+    hidden = on_worker(lambda: torch.randn(4, items[0].features.shape[0] + 4, head.in_features))
     whole = on_worker(lambda: median_ms(lambda: torch.log_softmax(head(hidden), dim=-1).argmax(-1), args.repeats))
     sliced = on_worker(lambda: median_ms(lambda: best_path(head, hidden), args.repeats))
     print(f"\nCTC head ({head.out_features} tokens), batch of 4: whole logits + log-softmax + arg max "
@@ -120,6 +124,51 @@ def main() -> None:
                 beside.join()
         print(f"  {name:16s} {ms / 4:7.1f} ms")
     worker.shutdown()
+
+    print(f"\na lone 10 s clip through the server (in this process), ms after the request was sent; "
+          f"medians of {3 * args.repeats}")
+    for step, (start, end) in lone_timeline(model_dir, wavs[0], 3 * args.repeats).items():
+        print(f"  {step:16s} {start:7.1f} -> {end:7.1f}")
+
+
+def lone_timeline(model_dir: Path, wav: bytes, repeats: int) -> dict[str, tuple[float, float]]:
+    """When each step of a lone transcription starts and ends, timed by wrapping the functions the
+    server calls for it (decoding, the speech check, the features, the forward pass)."""
+    sent: list[float] = []
+    spans: dict[str, list[tuple[float, float]]] = {}
+
+    def timed(owner: Any, attribute: str, step: str) -> None:
+        fn = getattr(owner, attribute)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if sent:
+                    spans.setdefault(step, []).append((started - sent[-1], time.perf_counter() - sent[-1]))
+
+        setattr(owner, attribute, wrapper)
+
+    timed(transcription, "decode_audio", "decoding")
+    timed(transcription, "has_speech", "speech check")
+    timed(transcription.TranscriptionService, "_prepare", "features")
+    timed(SenseVoice, "run_batch", "forward pass")
+    settings = Settings(embedding_model="none", reranker_model="none", asr_model=str(model_dir),
+                        host="127.0.0.1", port=free_port(), log_level="warning")
+    with serve_in_thread(settings) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        def post() -> None:
+            http.post("/v1/audio/transcriptions", files={"file": ("clip.wav", wav)},
+                      data={"model": "SenseVoiceSmall"}).raise_for_status()
+
+        for _ in range(3):
+            post()  # warm-up, untimed: nothing is recorded before the first time is sent
+        for _ in range(repeats):
+            sent.append(time.perf_counter())
+            post()
+            spans.setdefault("answer", []).append((0.0, time.perf_counter() - sent[-1]))
+    return {step: (statistics.median(s for s, _ in times) * 1000, statistics.median(e for _, e in times) * 1000)
+            for step, times in spans.items()}
 
 
 if __name__ == "__main__":

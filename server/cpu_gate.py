@@ -3,8 +3,8 @@
 A forward pass runs torch's OpenMP team on every core. Any other busy thread beside it takes a
 core from that team, whose barriers then wait on a descheduled thread at every operator; the GIL is
 not what it loses (kaldi-native-fbank, PyAV and torch release it while they compute), the core is.
-Measured (2 cores, small SenseVoice, 4 clips of 10 s per pass, ``scripts/asr_cpu_costs.py``): 36-51
-ms per clip alone, 67-200 ms with one thread beside it computing features, checking for speech or
+Measured (2 cores, small SenseVoice, 4 clips of 10 s per pass, ``scripts/asr_cpu_costs.py``): 32
+ms per clip alone, 99-154 ms with one thread beside it computing features, checking for speech or
 decoding uploads. Taking turns costs the pass nothing and the preparation only its wait, which is
 shorter than the time it would add to every pass in flight.
 
