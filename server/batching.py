@@ -7,8 +7,11 @@ model's own worker thread) and a cost per item (tokens, or audio frames). The ba
   never waits for a timer;
 * bounds a batch by ``max_batch_cost`` counted with padding (rows x costliest row) and by
   ``max_batch_size``;
-* groups items of similar cost inside a look-ahead window of the oldest ``lookahead`` items, always
-  including the oldest item, so nothing is overtaken more than a bounded number of times, and
+* is fair between requests (server.fair_queue): each pass starts from the item a fair share of the
+  model owes most, so a one-text query is never stuck behind a 1,000-text request, and a request's
+  ``priority`` sets its share;
+* groups items of similar cost inside the look-ahead window of the ``lookahead`` items the fair
+  share admits next, always including the head of that order, and
   stops growing a batch before padding passes ``1 - min_padding_efficiency`` of the pass's time,
   counting the fixed cost every pass pays whatever its size, which the batcher learns from its
   own passes (ForwardTimeFit);
@@ -24,15 +27,17 @@ model's own worker thread) and a cost per item (tokens, or audio frames). The ba
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
-from collections import deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from server.cpu_gate import CpuGate
+from server.fair_queue import FairQueue, QueuedItem
 from server.errors import ClientDisconnected, Overloaded, OutOfMemory, PayloadTooLarge, ShuttingDown, Timeout
 
 log = logging.getLogger(__name__)
@@ -47,14 +52,6 @@ P = TypeVar("P")
 R = TypeVar("R")
 
 
-@dataclass(eq=False)
-class _Item:
-    payload: Any
-    cost: int
-    future: asyncio.Future
-    queued: bool = True
-
-
 @dataclass
 class BatchRecord:
     """What one forward pass looked like, for metrics."""
@@ -64,6 +61,7 @@ class BatchRecord:
     real_cost: int
     seconds: float
     failed_items: int
+    waits: list[tuple[str, float]] = field(default_factory=list)  # (priority, seconds queued to computed)
 
 
 @dataclass
@@ -153,9 +151,10 @@ class Batcher(Generic[P, R]):
     # Turns between forward passes and request preparation on a CPU (server.cpu_gate); off: none.
     gate: CpuGate = field(default_factory=lambda: CpuGate(enabled=False))
     stats: BatcherStats = field(default_factory=BatcherStats)
+    fair: bool = True  # False: first in, first out (server.fair_queue)
 
     def __post_init__(self) -> None:
-        self._queue: deque[_Item] = deque()
+        self._queue = FairQueue(fair=self.fair)
         self._wakeup = asyncio.Event()
         self._running = asyncio.Event()
         self._running.set()
@@ -175,8 +174,12 @@ class Batcher(Generic[P, R]):
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
 
-    def submit(self, items: Sequence[tuple[P, int]]) -> list[asyncio.Future]:
-        """Queue ``(payload, cost)`` items of one request, all or none; returns one future per item."""
+    def queue_depth_by_priority(self) -> dict[str, int]:
+        return self._queue.depth_by_priority()
+
+    def submit(self, items: Sequence[tuple[P, int]], priority: str = "normal") -> list[asyncio.Future]:
+        """Queue ``(payload, cost)`` items of one request, all or none, as one flow of the fair
+        queue at ``priority``; returns one future per item."""
         if self._closing:
             raise ShuttingDown("The server is shutting down; retry on another replica.")
         if len(items) > self.max_queue:
@@ -187,15 +190,13 @@ class Batcher(Generic[P, R]):
             self.stats.rejected += len(items)
             raise Overloaded(f"The {self.name} queue is full; retry shortly.", self.retry_after_s)
         loop = asyncio.get_running_loop()
-        futures = []
-        for payload, cost in items:
-            item = _Item(payload, max(1, int(cost)), loop.create_future())
+        queued = self._queue.push([(payload, max(1, int(cost)), loop.create_future()) for payload, cost in items],
+                                  priority)
+        for item in queued:
             item.future.add_done_callback(lambda fut, it=item: self._forget_if_cancelled(it))
-            self._queue.append(item)
-            futures.append(item.future)
         self.stats.submitted += len(items)
         self._wakeup.set()
-        return futures
+        return [item.future for item in queued]
 
     def pause(self) -> None:
         """Hold new batches (the one computing finishes). For tests and maintenance; work still queues."""
@@ -215,18 +216,15 @@ class Batcher(Generic[P, R]):
             except asyncio.TimeoutError:
                 log.warning("%s: drain timed out with %d items queued", self.name, len(self._queue))
                 self._task.cancel()
-                for item in list(self._queue):
+                for item in self._queue.drain():
                     if not item.future.done():
                         item.future.set_exception(ShuttingDown("The server shut down before this item ran."))
-                self._queue.clear()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # ---- worker loop ----------------------------------------------------------------------------
 
-    def _forget_if_cancelled(self, item: _Item) -> None:
-        if item.future.cancelled() and item.queued:
-            item.queued = False
-            self._queue.remove(item)
+    def _forget_if_cancelled(self, item: QueuedItem) -> None:
+        if item.future.cancelled() and self._queue.discard(item):
             self.stats.dropped += 1
 
     async def _loop(self) -> None:
@@ -253,48 +251,61 @@ class Batcher(Generic[P, R]):
                 seconds = time.perf_counter() - started
             self._deliver(batch, results, seconds)
 
-    def _next_batch(self) -> list[_Item]:
-        """Pick the oldest item plus the neighbours in cost that add the least padding."""
-        window = []
-        while self._queue and len(window) < self.lookahead:
-            item = self._queue.popleft()
-            if item.future.done():  # cancelled; its done-callback has not run yet
-                item.queued = False
-                self.stats.dropped += 1
-            else:
-                window.append(item)
+    def _next_batch(self) -> list[QueuedItem]:
+        """The head of the fair order and the items, among the next ``lookahead`` it admits, that
+        add the least padding, each request first up to its fair share of the pass."""
+        taken = self._queue.take_window(self.lookahead)
+        window = [it for it in taken if not it.future.done()]  # done: cancelled, its callback not run yet
+        self.stats.dropped += len(taken) - len(window)
         if not window:
             return []
         head = window[0]
-        by_cost = sorted(window, key=lambda it: it.cost)
-        lo = hi = next(i for i, it in enumerate(by_cost) if it is head)
-        longest, count, total = head.cost, 1, head.cost
+        seats = Counter(it.flow for it in self._fair_share(window))
+        seats[head.flow] -= 1
+        rest = sorted(window[1:], key=lambda it: it.cost)
+        chosen, longest, total = [head], head.cost, head.cost
         fixed = self._times.fixed_cost
         self.stats.fixed_cost = fixed
-        while count < self.max_batch_size:
-            shorter = by_cost[lo - 1] if lo > 0 else None
-            longer = by_cost[hi + 1] if hi + 1 < len(by_cost) else None
-            # Padding added: a shorter item pads up to `longest`; a longer one pads every row so far.
-            waste_short = longest - shorter.cost if shorter else None
-            waste_long = count * (longer.cost - longest) if longer else None
-            fits_short = shorter is not None and self._fits(count + 1, longest, total + shorter.cost, fixed)
-            fits_long = longer is not None and self._fits(count + 1, longer.cost, total + longer.cost, fixed)
-            if fits_short and (not fits_long or waste_short <= waste_long):
-                lo -= 1
-                total += shorter.cost
-            elif fits_long:
-                hi += 1
-                longest = longer.cost
-                total += longer.cost
-            else:
+        while len(chosen) < self.max_batch_size:
+            # A request's items that match the batch's lengths best fill its seats; then any item.
+            seated = [it for it in rest if seats[it.flow] > 0]
+            pick = (self._least_padding(seated, len(chosen), longest, total, fixed)
+                    or self._least_padding(rest, len(chosen), longest, total, fixed))
+            if pick is None:
                 break
-            count += 1
-        chosen = by_cost[lo : hi + 1]
-        chosen_ids = {id(it) for it in chosen}
-        self._queue.extendleft(reversed([it for it in window if id(it) not in chosen_ids]))
-        for it in chosen:
-            it.queued = False
+            rest.remove(pick)
+            seats[pick.flow] -= 1
+            chosen.append(pick)
+            longest, total = max(longest, pick.cost), total + pick.cost
+        self._queue.give_back(rest)
+        self._queue.mark_served(chosen)
         return chosen
+
+    def _fair_share(self, window: list[QueuedItem]) -> list[QueuedItem]:
+        """What the pass would hold if it took the fair order as it stands, lengths aside: the head
+        and the items after it while they fit the budget unpadded."""
+        share, cost = [], 0
+        for item in window[: self.max_batch_size]:
+            cost += item.cost
+            if share and cost > self.max_batch_cost:
+                break
+            share.append(item)
+        return share
+
+    def _least_padding(self, candidates: list[QueuedItem], rows: int, longest: int, total: int,
+                       fixed: float) -> QueuedItem | None:
+        """Of ``candidates`` (sorted by cost), the item that adds the least padding and still fits:
+        the costliest no longer than ``longest`` (its own row pads up to it), or the cheapest longer
+        one (every row so far pads up to it)."""
+        costs = [it.cost for it in candidates]
+        above = bisect.bisect_right(costs, longest)
+        shorter = candidates[bisect.bisect_left(costs, costs[above - 1])] if above else None  # first of equals
+        longer = candidates[above] if above < len(candidates) else None
+        fits_short = shorter is not None and self._fits(rows + 1, longest, total + shorter.cost, fixed)
+        fits_long = longer is not None and self._fits(rows + 1, longer.cost, total + longer.cost, fixed)
+        if fits_short and (not fits_long or longest - shorter.cost <= rows * (longer.cost - longest)):
+            return shorter
+        return longer if fits_long else None
 
     def _fits(self, rows: int, longest: int, real: int, fixed: float) -> bool:
         """Within the padded budget, and padding stays a small share of the pass's time, which is
@@ -326,7 +337,7 @@ class Batcher(Generic[P, R]):
             mid = len(payloads) // 2
             return self._run_isolated(payloads[:mid]) + self._run_isolated(payloads[mid:])
 
-    def _deliver(self, batch: list[_Item], results: Sequence[Any], seconds: float) -> None:
+    def _deliver(self, batch: list[QueuedItem], results: Sequence[Any], seconds: float) -> None:
         failed = 0
         for item, result in zip(batch, results):
             if isinstance(result, BaseException):
@@ -341,7 +352,9 @@ class Batcher(Generic[P, R]):
         self.stats.computed += len(batch)
         self.stats.failed += failed
         costs = [it.cost for it in batch]
-        record = BatchRecord(len(batch), len(batch) * max(costs), sum(costs), seconds, failed)
+        now = time.monotonic()
+        waits = [(it.flow.priority, now - it.queued_at) for it in batch]
+        record = BatchRecord(len(batch), len(batch) * max(costs), sum(costs), seconds, failed, waits)
         self.stats.real_cost += record.real_cost
         self.stats.padded_cost += record.padded_cost
         self.stats.busy_seconds += seconds

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         description="A batch grows only while padding stays under 1 minus this share of a forward pass's time, "
         "counting the pass's fixed cost, which the batcher learns (padding is wasted compute).",
     )
+    batch_scheduling: Literal["fair", "fifo"] = Field(
+        "fair", description="fair: every request with work waiting gets its share of each forward pass, weighed by "
+        "its priority, so a short request never waits behind a long one; fifo: oldest items first, priorities "
+        "ignored.",
+    )
     request_timeout: float = Field(
         300.0, gt=0, description="Seconds a request may wait for its results before 504."
     )

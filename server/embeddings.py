@@ -47,7 +47,7 @@ class EmbeddingService:
         token_ids = [self._fit(ids, i, req.truncate) for i, ids in enumerate(token_ids)]
 
         items = [(EmbedItem(ids, sparse=req.return_sparse, colbert=req.return_colbert), len(ids)) for ids in token_ids]
-        results: list[EmbedResult] = await gather_results(self.batcher.submit(items), self.timeout, is_gone)
+        results: list[EmbedResult] = await gather_results(self.batcher.submit(items, req.priority), self.timeout, is_gone)
 
         tokens = sum(len(ids) for ids in token_ids)
         return {

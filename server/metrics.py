@@ -24,6 +24,10 @@ class _BatcherCollector(Collector):
 
     def collect(self) -> Iterator:
         depth = GaugeMetricFamily("inference_queue_depth", "Items waiting in the model's queue.", labels=["model"])
+        by_priority = GaugeMetricFamily(
+            "inference_queue_depth_by_priority", "Items waiting in the model's queue, by request priority.",
+            labels=["model", "priority"],
+        )
         items = CounterMetricFamily(
             "inference_items", "Batcher items by outcome (submitted, computed, dropped, rejected, failed).",
             labels=["model", "outcome"],
@@ -39,6 +43,8 @@ class _BatcherCollector(Collector):
         )
         for model, batcher in self.batchers.items():
             depth.add_metric([model], batcher.queue_depth)
+            for priority, count in batcher.queue_depth_by_priority().items():
+                by_priority.add_metric([model, priority], count)
             s = batcher.stats
             for outcome in ("submitted", "computed", "dropped", "rejected", "failed", "oom_splits"):
                 items.add_metric([model, outcome], getattr(s, outcome))
@@ -46,6 +52,7 @@ class _BatcherCollector(Collector):
             cost.add_metric([model, "padded"], s.padded_cost)
             fixed.add_metric([model], s.fixed_cost)
         yield depth
+        yield by_priority
         yield items
         yield cost
         yield fixed
@@ -71,6 +78,10 @@ class Metrics:
             "inference_batch_seconds", "Seconds per forward pass.", ["model"],
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
+        self.queue_wait = Histogram(
+            "inference_queue_wait_seconds", "Seconds from an item queued to its forward pass done, by request "
+            "priority.", ["model", "priority"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
         self.request_seconds = Histogram(
             "inference_request_seconds", "Request latency by route and status.", ["route", "status"],
             buckets=_LATENCY_BUCKETS, registry=self.registry,
@@ -88,5 +99,7 @@ class Metrics:
             self.batch_cost.labels(model).observe(record.padded_cost)
             self.batch_padding.labels(model).observe(1 - record.real_cost / record.padded_cost)
             self.batch_seconds.labels(model).observe(record.seconds)
+            for priority, seconds in record.waits:
+                self.queue_wait.labels(model, priority).observe(seconds)
 
         return observe

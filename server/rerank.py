@@ -81,7 +81,7 @@ class RerankService:
                 f"This request would feed {tokens} tokens to the reranker; at most {self.max_tokens}. "
                 "Send fewer or shorter documents, or lower max_chunks_per_doc."
             )
-        logits = await gather_results(self.batcher.submit([(p, len(p)) for p in pairs]), self.timeout, is_gone)
+        logits = await gather_results(self.batcher.submit([(p, len(p)) for p in pairs], req.priority), self.timeout, is_gone)
 
         best = [-math.inf] * len(texts)
         for owner, logit in zip(owners, logits):

@@ -83,6 +83,7 @@ def build(kind: str, path: Path, settings: Settings, device: torch.device, dtype
         on_batch=metrics.batch_observer(spec.served_name),
         executor=worker,
         gate=gate,
+        fair=settings.batch_scheduling == "fair",
     )
     return _named(family.service).from_settings(model, batcher, settings), batcher
 

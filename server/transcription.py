@@ -75,13 +75,13 @@ class TranscriptionService:
                    max_segment_s=settings.asr_max_segment_seconds, timeout=settings.request_timeout)
 
     async def transcribe(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
-                         is_gone: Callable[[], Awaitable[bool]] | None = None) -> Transcript:
+                         priority: str = "normal", is_gone: Callable[[], Awaitable[bool]] | None = None) -> Transcript:
         audio = await self.batcher.gate.run_preparation(decode_audio, data, max_seconds=self.max_seconds)
         if len(audio) <= self.max_segment_s * SAMPLE_RATE:
-            spans, results = await self._whole_clip(audio, language, use_itn, is_gone)
+            spans, results = await self._whole_clip(audio, language, use_itn, priority, is_gone)
         else:
             spans = await self.batcher.gate.run_preparation(self._speech_segments, audio)
-            futures = await self._submit(audio, spans, language, use_itn)
+            futures = await self._submit(audio, spans, language, use_itn, priority)
             results = await gather_results(futures, self.timeout, is_gone)
         segments = [
             TranscriptSegment(start / SAMPLE_RATE, end / SAMPLE_RATE, r.text, r.language, r.emotion, r.event)
@@ -89,7 +89,7 @@ class TranscriptionService:
         ]
         return Transcript(len(audio) / SAMPLE_RATE, segments)
 
-    async def _whole_clip(self, audio: np.ndarray, language: str, use_itn: bool,
+    async def _whole_clip(self, audio: np.ndarray, language: str, use_itn: bool, priority: str,
                           is_gone: Callable[[], Awaitable[bool]] | None) -> tuple[list, list[AsrResult]]:
         """A clip short enough to be one segment is transcribed whole, exactly what funasr's own
         ``generate`` would see. It is queued as soon as its features are ready while the VAD decides,
@@ -105,7 +105,7 @@ class TranscriptionService:
         speech_check = asyncio.ensure_future(
             self.batcher.gate.run_preparation(has_speech, audio, sample_rate=SAMPLE_RATE))
         try:
-            futures = await self._submit(audio, spans, language, use_itn)
+            futures = await self._submit(audio, spans, language, use_itn, priority)
         except BaseException:
             speech_check.cancel()
             raise
@@ -120,9 +120,9 @@ class TranscriptionService:
         return spans, await gather_results(futures, self.timeout, is_gone)
 
     async def _submit(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
-                      use_itn: bool) -> list:
+                      use_itn: bool, priority: str) -> list:
         items = await self.batcher.gate.run_preparation(self._prepare, audio, spans, language, use_itn)
-        return self.batcher.submit([(item, self.model.cost(item)) for item in items])
+        return self.batcher.submit([(item, self.model.cost(item)) for item in items], priority)
 
     def _prepare(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
                  use_itn: bool) -> list[AsrItem]:

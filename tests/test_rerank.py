@@ -283,3 +283,9 @@ def test_request_limits_are_settings(reranker_dir):
             heavy = client.post("/v1/rerank", json={"model": MODEL, "query": "q", "documents": ["panda " * 300]})
     assert many.status_code == 400 and many.json()["error"]["param"] == "documents"
     assert heavy.status_code == 413 and heavy.json()["error"]["code"] == "payload_too_large"
+
+
+def test_priority_is_accepted_and_changes_no_score(server):
+    body = {"query": "where do pandas live", "documents": ["bamboo forests", "the sea", "mountains"], "top_n": 3}
+    scores = {p: rerank(server, {**body, "priority": p})["results"] for p in ("interactive", "normal", "background")}
+    assert scores["interactive"] == scores["normal"] == scores["background"]

@@ -212,6 +212,19 @@ def test_openai_client_every_response_format(server, first_sentence):
     assert verbose.language == "english"  # forced language, named as OpenAI names it
 
 
+def test_priority_is_a_form_field_the_openai_client_sends_through_extra_body(server, first_sentence):
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-test", max_retries=0)
+    data = wav(first_sentence)
+    texts = {p: client.audio.transcriptions.create(model=MODEL, file=("a.wav", data), extra_body={"priority": p}).text
+             for p in ("interactive", "background")}
+    assert texts["interactive"] == texts["background"] == transcribe(server, data)["text"]
+    with server.client() as http:
+        metrics = http.get("/metrics").text
+    for p in ("interactive", "background"):  # the priority reached the batcher
+        assert f'inference_queue_wait_seconds_count{{model="{MODEL}",priority="{p}"}} 1.0' in metrics
+    transcribe(server, data, status=400, priority="urgent")
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,8 @@ from starlette.responses import Response
 from server.api.responses import json_response, runtime
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.models.store import ASR
-from server.schemas.common import ERROR_RESPONSES, Text
+from server.fair_queue import Priority
+from server.schemas.common import ERROR_RESPONSES, PRIORITY_DESCRIPTION, Text
 from server.schemas.transcriptions import (
     LANGUAGE_NAMES,
     Language,
@@ -56,6 +57,7 @@ async def create_transcription(
         list[Literal["segment"]] | None, Form(alias="timestamp_granularities[]", description="segment only.")
     ] = None,
     use_itn: Annotated[bool, Form(description="Extension: punctuation and inverse text normalization.")] = True,
+    priority: Annotated[Priority, Form(description=PRIORITY_DESCRIPTION)] = "normal",
 ) -> Response:
     service = runtime(request).lookup(ASR.kind, model)
     data = await file.read()
@@ -64,7 +66,8 @@ async def create_transcription(
         raise PayloadTooLarge(f"The audio file is larger than {limit} bytes.")
     if not data:
         raise InvalidRequest("The audio file is empty.", param="file", code="invalid_audio")
-    transcript = await service.transcribe(data, language=language, use_itn=use_itn, is_gone=request.is_disconnected)
+    transcript = await service.transcribe(data, language=language, use_itn=use_itn, priority=priority,
+                                          is_gone=request.is_disconnected)
     return await render(transcript, response_format)
 
 

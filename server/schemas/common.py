@@ -6,6 +6,12 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, StrictStr
 
+# The scheduling extension every model route accepts (a JSON field, or a form field for audio).
+PRIORITY_DESCRIPTION = (
+    "Extension: interactive (a user waits: goes ahead of other work), normal, or background (bulk "
+    "work: yields to the rest but always progresses). Requests of one priority share the model fairly."
+)
+
 
 def _valid_unicode(value: str) -> str:
     # JSON may carry lone UTF-16 surrogates ("\ud800"); they are not text, no tokenizer takes them,

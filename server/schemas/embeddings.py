@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from server.schemas.common import Text
+from server.fair_queue import Priority
+from server.schemas.common import PRIORITY_DESCRIPTION, Text
 
 TokenIds = list[Annotated[StrictInt, Field(ge=0)]]
 
@@ -37,6 +38,7 @@ class EmbeddingRequest(BaseModel):
     return_colbert: bool = Field(
         False, description="Extension: add `colbert_embedding`, one normalized vector per token after <s>."
     )
+    priority: Priority = Field("normal", description=PRIORITY_DESCRIPTION)
 
 
 class EmbeddingData(BaseModel):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from server.schemas.common import Text
+from server.fair_queue import Priority
+from server.schemas.common import PRIORITY_DESCRIPTION, Text
 
 MAX_OVERLAP_TOKENS = 80
 
@@ -28,6 +29,7 @@ class RerankRequest(BaseModel):
     overlap_tokens: StrictInt = Field(
         80, ge=0, le=MAX_OVERLAP_TOKENS, description="Tokens consecutive windows of one document share."
     )
+    priority: Priority = Field("normal", description=PRIORITY_DESCRIPTION)
 
 
 class RerankDocument(BaseModel):
