@@ -1,5 +1,5 @@
-"""Where a transcription's CPU time goes, piece by piece: the figures behind server/cpu_gate.py and
-the sliced CTC head (server/models/sensevoice.py's best_path).
+"""Where a transcription's CPU time goes, piece by piece: the figures behind server/engine/cpu_gate.py and
+the sliced CTC head (server/transcription/model.py's best_path).
 
 For 10 s speech clips through the server's own SenseVoice adapter, loaded on a worker thread as the
 server loads it, it prints medians of:
@@ -36,15 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import _seconds, build, speech_clip, wav_bytes  # noqa: E402
 
-from server import transcription  # noqa: E402
-from server.audio import decode_audio  # noqa: E402
 from server.background import free_port, serve_in_thread  # noqa: E402
-from server.batching import model_thread  # noqa: E402
 from server.config import Settings  # noqa: E402
-from server.models.sensevoice import AsrItem, SenseVoice, best_path  # noqa: E402
-from server.tiny_models import SENSEVOICE_SIZES  # noqa: E402
-from server.torch_threads import one_torch_thread  # noqa: E402
-from server.vad import has_speech  # noqa: E402
+from server.engine.batching import model_thread  # noqa: E402
+from server.engine.torch_threads import one_torch_thread  # noqa: E402
+from server.transcription import service as transcription  # noqa: E402
+from server.transcription.audio import decode_audio  # noqa: E402
+from server.transcription.model import AsrItem, SenseVoice, best_path  # noqa: E402
+from server.transcription.tiny import SENSEVOICE_SIZES  # noqa: E402
+from server.transcription.vad import has_speech  # noqa: E402
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:

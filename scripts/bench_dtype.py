@@ -2,7 +2,7 @@
 
 For each model (embedding, reranker, asr) it builds a random-weight model of the named size (or takes
 a real directory with --model-dir), loads it twice through the adapter the server uses
-(``server.runtime.FAMILIES``: ``Adapter(path, device, dtype)`` then ``warm_up()``), once in float32
+(``server.families.FAMILIES``: ``Adapter(path, device, dtype)`` then ``warm_up()``), once in float32
 and once in bfloat16, and runs one fixed, seeded workload on both, batched as the server's batcher
 batches it (sorted by length, at most --max-batch-size items and the server's padded-cost budget):
 
@@ -53,8 +53,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.config import Settings
-from server.runtime import FAMILIES, _named
-from server.tiny_models import SENSEVOICE_SIZES, XLMR_SIZES
+from server.engine.runtime import named
+from server.families import FAMILIES
+from server.models.tiny_xlmr import XLMR_SIZES
+from server.transcription.tiny import SENSEVOICE_SIZES
 
 CPU = torch.device("cpu")
 WORDS = ("the giant panda is a bear native to south central china it eats bamboo and sleeps a lot "
@@ -72,8 +74,8 @@ WORKLOAD = {"tiny": (64, 64, 16), "small": (64, 64, 16), "base": (48, 48, 12), "
 
 
 def build(kind: str, size: str, root: Path) -> Path:
-    from server.tiny_models.sensevoice import build_tiny_sensevoice
-    from server.tiny_models.xlmr import build_tiny_bge_m3, build_tiny_reranker
+    from server.models.tiny_xlmr import build_tiny_bge_m3, build_tiny_reranker
+    from server.transcription.tiny import build_tiny_sensevoice
 
     if kind == "asr":
         return build_tiny_sensevoice(root / size / kind, **SENSEVOICE_SIZES[size])
@@ -86,7 +88,9 @@ def build(kind: str, size: str, root: Path) -> Path:
 def forced_fast_path(on: bool):
     """Load with the adapters' cpu_bf16 switch forced: off is the plain ``model.to(torch.bfloat16)``
     path; on in float32 runs the packed layers in float32."""
-    from server.models import bge_m3, reranker, sensevoice
+    from server.embeddings import model as bge_m3
+    from server.rerank import model as reranker
+    from server.transcription import model as sensevoice
 
     modules = (bge_m3, reranker, sensevoice)
     saved = [m.fast_path for m in modules]
@@ -100,8 +104,8 @@ def forced_fast_path(on: bool):
 
 
 def load(kind: str, path: Path, variant: str):
-    """The adapter, exactly as server.runtime.build makes it (without the batcher)."""
-    adapter = _named(FAMILIES[kind].adapter)
+    """The adapter, exactly as server.engine.runtime.build makes it (without the batcher)."""
+    adapter = named(FAMILIES[kind].adapter)
     if variant in ("bfloat16-eager", "float32-packed"):
         with forced_fast_path(variant == "float32-packed"):
             model = adapter(path, CPU, DTYPES[variant])
@@ -166,7 +170,7 @@ class Case:
 
 
 def embedding_case(model, n: int, settings: Settings) -> Case:
-    from server.models.bge_m3 import EmbedItem
+    from server.embeddings.model import EmbedItem
 
     rng = random.Random(0)
     tok = lambda text: model.tokenize([text])[0][1:-1]  # noqa: E731
@@ -208,8 +212,8 @@ def reranker_case(model, n: int, settings: Settings) -> Case:
 
 
 def asr_case(model, n: int, settings: Settings) -> Case:
-    from server.audio import decode_audio
-    from server.models.sensevoice import SAMPLE_RATE, AsrItem
+    from server.transcription.audio import decode_audio
+    from server.transcription.model import SAMPLE_RATE, AsrItem
 
     speech = decode_audio(SPEECH.read_bytes(), max_seconds=60)
     rng = np.random.default_rng(2)

@@ -1,7 +1,7 @@
 """Soak test: N minutes of mixed concurrent load on all three endpoints, then a verdict.
 
 By default it starts the server itself as a subprocess (``python -m server.cli serve``) on a free
-loopback port, with tiny random-weight models of the real architectures (``server.tiny_models``;
+loopback port, with tiny random-weight models of the real architectures (``server.demo``;
 ``--size`` picks bigger ones), and watches that process's memory, so the figures are the server's
 alone (not the clients', the request bodies' or the test audio's). Every wait is bounded and the
 subprocess is always stopped (SIGTERM, then SIGKILL). ``--in-process`` runs the server on a thread
@@ -351,9 +351,12 @@ def print_report(summary: dict, failures: list[str]) -> None:
 
 
 def build_models(root: Path, size: str) -> dict[str, Path]:
-    from server.tiny_models import SENSEVOICE_SIZES, XLMR_SIZES
-    from server.tiny_models.sensevoice import build_tiny_sensevoice
-    from server.tiny_models.xlmr import build_tiny_bge_m3, build_tiny_reranker
+    from server.models.tiny_xlmr import (
+        XLMR_SIZES,
+        build_tiny_bge_m3,
+        build_tiny_reranker,
+    )
+    from server.transcription.tiny import SENSEVOICE_SIZES, build_tiny_sensevoice
 
     return {
         "embedding_model": build_tiny_bge_m3(root / f"bge-m3-{size}", **XLMR_SIZES[size]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -10,13 +11,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from server import __version__
-from server.api import embeddings, health, models, rerank, transcriptions
+from server.api import health, models
 from server.api.middleware import ApiKeyGuard, BodyLimit, RequestContext
 from server.config import Settings
+from server.engine.memory import limit_onednn_cache, trim_periodically
+from server.engine.runtime import Runtime
 from server.errors import StartupError, install_error_handlers
-from server.memory import limit_onednn_cache, trim_periodically
+from server.families import FAMILIES
 from server.metrics import Metrics
-from server.runtime import Runtime
+from server.transcription import route as transcriptions
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     """Build the app. Models load in the background after start-up, so /health answers at once and
     /ready turns 200 when they are in. A model that cannot load calls ``on_fatal`` with the reason."""
     metrics = Metrics()
-    runtime = Runtime(settings, metrics)
+    runtime = Runtime(settings, metrics, FAMILIES)
 
     async def load() -> None:
         try:
@@ -45,7 +48,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     async def lifespan(app: FastAPI):
         if not settings.api_keys:
             log.warning("no API keys configured: every /v1 route is open to anyone who can reach this port")
-        limit_onednn_cache()  # before the first forward pass: oneDNN reads it once (server/memory.py)
+        limit_onednn_cache()  # before the first forward pass: oneDNN reads it once (server/engine/memory.py)
         loader = asyncio.create_task(load(), name="load-models")
         trimmer = asyncio.create_task(trim_periodically(), name="malloc-trim")
         try:
@@ -65,7 +68,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.state.runtime = runtime
     app.state.metrics = metrics
     install_error_handlers(app)
-    for module in (health, models, embeddings, rerank, transcriptions):
+    for module in (health, models, *(importlib.import_module(f.route) for f in FAMILIES.values())):
         app.include_router(module.router)
     app.include_router(health.metrics_router)
     # Added last = outermost: every response, a 401 or 413 included, carries X-Request-ID and is timed;

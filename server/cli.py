@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from server.config import ENV_PREFIX, Settings
 from server.errors import StartupError
 
-
 # Flags whose name differs from the field's: --api-key is given once per key.
 _FLAG_NAMES = {"api_keys": "--api-key"}
 _METAVARS = {int: "N", float: "SECONDS", Path: "DIR", str: "VALUE"}
@@ -69,7 +68,7 @@ def serve(settings: Settings) -> int:
     from server.app import create_app
 
     if settings.demo:
-        from server.tiny_models import demo_settings
+        from server.demo import demo_settings
 
         settings = demo_settings(settings)
     if settings.offline:
@@ -96,12 +95,13 @@ def serve(settings: Settings) -> int:
 
 
 def download(which: list[str] | str, models_dir: Path) -> int:
+    from server.families import SPECS
     from server.models import manifest, store
 
     which = [which] if isinstance(which, str) else which
-    kinds = list(store.SPECS) if "all" in which else which
+    kinds = list(SPECS) if "all" in which else which
     for kind in kinds:
-        spec = store.SPECS[kind]
+        spec = SPECS[kind]
         path = store.download(spec, spec.repo_id, models_dir)
         print(f"{spec.served_name}: {path}")
         manifest.record(path)  # sizes and SHA-256 of every file, and MANIFEST.sha256 to check the copy

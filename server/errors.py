@@ -6,12 +6,10 @@ Internal faults are a 500 with a fixed message; the details go to the log, never
 
 from __future__ import annotations
 
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
 
 
 class StartupError(Exception):

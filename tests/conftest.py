@@ -12,7 +12,7 @@ import pytest
 
 from server.background import RunningServer, free_port, serve_in_thread
 from server.config import Settings
-from server.tiny_models.xlmr import build_tiny_bge_m3, build_tiny_reranker
+from server.models.tiny_xlmr import build_tiny_bge_m3, build_tiny_reranker
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,7 @@ def reranker_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def sensevoice_dir(tmp_path_factory) -> Path:
-    from server.tiny_models.sensevoice import build_tiny_sensevoice
+    from server.transcription.tiny import build_tiny_sensevoice
 
     return build_tiny_sensevoice(tmp_path_factory.mktemp("models") / "SenseVoiceSmall")
 

@@ -10,9 +10,8 @@ import logging
 import httpx
 import numpy as np
 import pytest
-from starlette.routing import Mount
-
 from conftest import live_server
+from starlette.routing import Mount
 
 KEYS = ["sk-first-0123456789abcdef", "sk-second-fedcba9876543210"]
 # Routes that are deliberately open. Anything else outside /v1 makes the walk below fail: decide

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
 from audio_files import encode
+
 from server.background import free_port
 
 

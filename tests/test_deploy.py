@@ -32,10 +32,10 @@ from server.app import create_app
 from server.background import free_port, serve_in_thread
 from server.cli import build_parser
 from server.config import ENV_PREFIX, Settings
+from server.embeddings import SPEC as EMBEDDING
 from server.errors import StartupError
 from server.metrics import Metrics
 from server.models import manifest, store
-from server.models.store import EMBEDDING
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"

@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
 import requests  # schemathesis' own transport
 import schemathesis
+from conftest import assert_error_shape, live_server  # noqa: E402
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -34,8 +34,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-
-from conftest import assert_error_shape, live_server  # noqa: E402
 
 ALL_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
               response_schema_conformance, response_headers_conformance]
@@ -81,7 +79,6 @@ def steered_schema(openapi):
 def _clips() -> list[bytes]:
     """Short real audio so some transcription cases reach the model (the generated `file` is text)."""
     import av
-
     from audio_files import encode
 
     t = np.arange(16000) / 16000

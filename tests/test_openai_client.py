@@ -7,7 +7,6 @@ import base64
 import numpy as np
 import openai
 import pytest
-
 from conftest import live_server
 
 

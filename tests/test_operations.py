@@ -23,10 +23,10 @@ def test_ready_is_503_until_the_models_are_loaded(bge_m3_dir):
 
     import uvicorn
 
-    from server.background import free_port
     from server.app import create_app
+    from server.background import free_port
     from server.config import Settings
-    from server import runtime as runtime_module
+    from server.engine import runtime as runtime_module
 
     gate = threading.Event()
     original = runtime_module.build

@@ -18,7 +18,6 @@ import time
 import httpx
 import numpy as np
 import pytest
-
 from conftest import assert_error_shape, live_server
 
 INTERNAL_ERROR = {"error": {"message": "Internal server error.", "type": "server_error", "param": None,

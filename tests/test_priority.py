@@ -7,7 +7,6 @@ import concurrent.futures
 import numpy as np
 import openai
 import pytest
-
 from conftest import assert_error_shape
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from server.api.responses import runtime
-from server.schemas.common import ERROR_RESPONSES, ModelCard, ModelList
+from server.api.schema import ERROR_RESPONSES, ModelCard, ModelList
 
 router = APIRouter()
 

@@ -1,0 +1,28 @@
+"""bge-m3 embeddings, POST /v1/embeddings (OpenAI shape): dense vectors, and bge-m3's sparse and
+ColBERT outputs as an extension. The declaration the engine serves it by."""
+
+from server.config import Settings
+from server.engine.runtime import Family
+from server.models.store import ModelSpec
+
+SPEC = ModelSpec(
+    kind="embedding",
+    served_name="bge-m3",
+    aliases=("BAAI/bge-m3",),
+    repo_id="BAAI/bge-m3",
+    required_files=(
+        "config.json",
+        "model.safetensors|pytorch_model.bin",
+        "tokenizer.json|sentencepiece.bpe.model",
+        "colbert_linear.pt",
+        "sparse_linear.pt",
+    ),
+)
+FAMILY = Family(
+    spec=SPEC,
+    adapter="server.embeddings.model:BgeM3",
+    service="server.embeddings.service:EmbeddingService",
+    route="server.embeddings.route",
+    batch_budget=Settings.batch_tokens,
+    tiny="server.models.tiny_xlmr:build_tiny_bge_m3",
+)

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server.api.responses import json_response, runtime
-from server.models.store import EMBEDDING
-from server.schemas.common import ERROR_RESPONSES
-from server.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
+from server.api.schema import ERROR_RESPONSES
+from server.embeddings import SPEC
+from server.embeddings.schema import EmbeddingRequest, EmbeddingResponse
 
 router = APIRouter()
 
@@ -16,7 +16,7 @@ router = APIRouter()
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=ERROR_RESPONSES, tags=["embeddings"])
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
     """Dense bge-m3 vectors; `return_sparse` / `return_colbert` add bge-m3's other two outputs."""
-    service = runtime(request).lookup(EMBEDDING.kind, body.model)
+    service = runtime(request).lookup(SPEC.kind, body.model)
     payload = await service.create(body, is_gone=request.is_disconnected)
-    request.app.state.metrics.tokens.labels(EMBEDDING.served_name).inc(payload["usage"]["prompt_tokens"])
+    request.app.state.metrics.tokens.labels(SPEC.served_name).inc(payload["usage"]["prompt_tokens"])
     return await json_response(payload)

@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from server.fair_queue import Priority
-from server.schemas.common import PRIORITY_DESCRIPTION, Text
+from server.api.schema import PRIORITY_DESCRIPTION, Text
+from server.engine.fair_queue import Priority
 
 TokenIds = list[Annotated[StrictInt, Field(ge=0)]]
 

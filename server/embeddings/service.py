@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from server.batching import Batcher, gather_results
 from server.config import Settings
+from server.embeddings.model import BgeM3, EmbedItem, EmbedResult
+from server.embeddings.schema import EmbeddingRequest
+from server.engine.batching import Batcher, gather_results
 from server.errors import InvalidRequest
-from server.models.bge_m3 import BgeM3, EmbedItem, EmbedResult
-from server.schemas.embeddings import EmbeddingRequest
 
 
 def encode_vector(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:

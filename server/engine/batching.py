@@ -7,7 +7,7 @@ model's own worker thread) and a cost per item (tokens, or audio frames). The ba
   never waits for a timer;
 * bounds a batch by ``max_batch_cost`` counted with padding (rows x costliest row) and by
   ``max_batch_size``;
-* is fair between requests (server.fair_queue): each pass starts from the item a fair share of the
+* is fair between requests (server.engine.fair_queue): each pass starts from the item a fair share of the
   model owes most, so a one-text query is never stuck behind a 1,000-text request, and a request's
   ``priority`` sets its share;
 * groups items of similar cost inside the look-ahead window of the ``lookahead`` items the fair
@@ -20,7 +20,7 @@ model's own worker thread) and a cost per item (tokens, or audio frames). The ba
 * isolates failures: a batch that raises is split in halves and retried, so one bad item fails
   only its own request; CUDA out-of-memory takes the same path after freeing the cache;
 * drains on close: stops accepting, finishes what is queued, then stops the worker;
-* on a CPU, takes turns with request preparation (server.cpu_gate), and chooses the batch once
+* on a CPU, takes turns with request preparation (server.engine.cpu_gate), and chooses the batch once
   the pass has its turn.
 """
 
@@ -36,9 +36,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from server.cpu_gate import CpuGate
-from server.fair_queue import FairQueue, QueuedItem
-from server.errors import ClientDisconnected, Overloaded, OutOfMemory, PayloadTooLarge, ShuttingDown, Timeout
+from server.engine.cpu_gate import CpuGate
+from server.engine.fair_queue import FairQueue, QueuedItem
+from server.errors import (
+    ClientDisconnected,
+    OutOfMemory,
+    Overloaded,
+    PayloadTooLarge,
+    ShuttingDown,
+    Timeout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +152,13 @@ class Batcher(Generic[P, R]):
     on_batch: Callable[[BatchRecord], None] | None = None
     is_oom: Callable[[BaseException], bool] = is_cuda_oom
     on_oom: Callable[[], None] = _free_cuda_cache
-    # The model's worker thread, where it was loaded (server.torch_threads); None: a new one. The
+    # The model's worker thread, where it was loaded (server.engine.torch_threads); None: a new one. The
     # batcher stops it on close.
     executor: ThreadPoolExecutor | None = None
-    # Turns between forward passes and request preparation on a CPU (server.cpu_gate); off: none.
+    # Turns between forward passes and request preparation on a CPU (server.engine.cpu_gate); off: none.
     gate: CpuGate = field(default_factory=lambda: CpuGate(enabled=False))
     stats: BatcherStats = field(default_factory=BatcherStats)
-    fair: bool = True  # False: first in, first out (server.fair_queue)
+    fair: bool = True  # False: first in, first out (server.engine.fair_queue)
 
     def __post_init__(self) -> None:
         self._queue = FairQueue(fair=self.fair)

@@ -14,17 +14,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from server.batching import Batcher, model_thread
 from server.config import Settings
-from server.cpu_gate import CpuGate
+from server.engine.batching import Batcher, model_thread
+from server.engine.cpu_gate import CpuGate
 from server.errors import ModelNotFound, NotReady, ShuttingDown
-from server.metrics import Metrics
 from server.models import store
 from server.models.device import resolve_device, resolve_dtype
+
+if TYPE_CHECKING:  # the app shell's metrics are handed in; the engine does not reach up for them
+    from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -40,37 +42,30 @@ class Served:
 
 @dataclass(frozen=True)
 class Family:
-    """How one model family is served. Named by module so that a server without ASR never pays
-    for importing funasr (5-7 s)."""
+    """How one model family is served, declared in its package (server/<family>/__init__.py). Code
+    is named by module so that a server without ASR never pays for importing funasr (5-7 s)."""
 
+    spec: store.ModelSpec  # served names, hub id, required files
     adapter: str  # "module:Class", constructed as Class(path, device, dtype)
     service: str  # "module:Class", built by Class.from_settings(model, batcher, settings)
+    route: str  # module whose ``router`` serves the family's HTTP API
     # Max padded cost of one forward pass, in the adapter's unit, for a device type ("cpu", "cuda").
     batch_budget: Callable[[Settings, str], int]
+    tiny: str  # "module:function" building a tiny random-weight model directory (tests, --demo)
 
 
-FAMILIES: dict[str, Family] = {
-    "embedding": Family("server.models.bge_m3:BgeM3", "server.embeddings:EmbeddingService",
-                        Settings.batch_tokens),
-    "reranker": Family("server.models.reranker:BgeReranker", "server.rerank:RerankService",
-                       Settings.batch_tokens),
-    # SenseVoice's cost is in 10 ms frames: the budget is padded audio seconds x 100.
-    "asr": Family("server.models.sensevoice:SenseVoice", "server.transcription:TranscriptionService",
-                  lambda s, device_type: int(s.asr_max_batch_seconds * 100)),
-}
-
-
-def _named(ref: str) -> Any:
+def named(ref: str) -> Any:
+    """The object a "module:name" reference names."""
     module, name = ref.split(":")
     return getattr(importlib.import_module(module), name)
 
 
-def build(kind: str, path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
+def build(family: Family, path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
           metrics: Metrics, worker: ThreadPoolExecutor, gate: CpuGate) -> tuple[Any, Batcher]:
     """Load the adapter, warm it up, put a batcher in front of it, and make the routes' service.
-    Runs on ``worker``, the thread that will run the model's forward passes (server.torch_threads)."""
-    family, spec = FAMILIES[kind], store.SPECS[kind]
-    model = _named(family.adapter)(path, device, dtype)
+    Runs on ``worker``, the thread that will run the model's forward passes (server.engine.torch_threads)."""
+    spec = family.spec
+    model = named(family.adapter)(path, device, dtype)
     model.warm_up()
     batcher = Batcher(
         name=spec.served_name,
@@ -85,18 +80,19 @@ def build(kind: str, path: Path, settings: Settings, device: torch.device, dtype
         gate=gate,
         fair=settings.batch_scheduling == "fair",
     )
-    return _named(family.service).from_settings(model, batcher, settings), batcher
+    return named(family.service).from_settings(model, batcher, settings), batcher
 
 
 class Runtime:
-    def __init__(self, settings: Settings, metrics: Metrics):
+    def __init__(self, settings: Settings, metrics: Metrics, families: dict[str, Family]):
         self.settings = settings
         self.metrics = metrics
+        self.families = families
         self.served: dict[str, Served] = {}
         self.closing = False
         self.ready = False
         self.configured = [
-            kind for kind in FAMILIES if getattr(settings, f"{kind}_model").strip().lower() != store.NONE
+            kind for kind in families if getattr(settings, f"{kind}_model").strip().lower() != store.NONE
         ]
 
     async def load_all(self) -> None:
@@ -109,14 +105,15 @@ class Runtime:
         # One gate for every model: on a CPU, passes of different models would share the cores too.
         gate = CpuGate(enabled=device.type == "cpu")
         for kind in self.configured:
-            spec = store.SPECS[kind]
+            family = self.families[kind]
+            spec = family.spec
             value = getattr(self.settings, f"{kind}_model")
             started = time.perf_counter()
             path = await asyncio.to_thread(store.resolve, spec, value, self.settings.models_dir, self.settings.offline)
             worker = model_thread(spec.served_name)
             try:
                 service, batcher = await asyncio.get_running_loop().run_in_executor(
-                    worker, build, kind, path, self.settings, device, dtype, self.metrics, worker, gate)
+                    worker, build, family, path, self.settings, device, dtype, self.metrics, worker, gate)
             except BaseException:
                 worker.shutdown(wait=False)
                 raise
@@ -128,7 +125,7 @@ class Runtime:
 
     def lookup(self, kind: str, name: str) -> Any:
         """The service for a requested model name: 404 if not served, 503 if still loading or draining."""
-        spec = store.SPECS[kind]
+        spec = self.families[kind].spec
         if kind not in self.configured or name not in spec.names:
             raise ModelNotFound(name, self.served_names())
         if self.closing:
@@ -138,7 +135,7 @@ class Runtime:
         return self.served[kind].service
 
     def served_names(self) -> list[str]:
-        return [name for kind in self.configured for name in store.SPECS[kind].names]
+        return [name for kind in self.configured for name in self.families[kind].spec.names]
 
     async def close(self, timeout: float | None = None) -> None:
         """Drain: refuse new work, finish what every queue holds."""

@@ -16,7 +16,7 @@ NONE = "none"
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the server knows of one model family it serves."""
+    """Where one model family's files come from (declared in the family's package)."""
 
     kind: str  # the settings field prefix: embedding | reranker | asr
     served_name: str  # the name /v1/models lists
@@ -29,36 +29,6 @@ class ModelSpec:
     @property
     def names(self) -> tuple[str, ...]:
         return (self.served_name, *self.aliases)
-
-
-EMBEDDING = ModelSpec(
-    kind="embedding",
-    served_name="bge-m3",
-    aliases=("BAAI/bge-m3",),
-    repo_id="BAAI/bge-m3",
-    required_files=(
-        "config.json",
-        "model.safetensors|pytorch_model.bin",
-        "tokenizer.json|sentencepiece.bpe.model",
-        "colbert_linear.pt",
-        "sparse_linear.pt",
-    ),
-)
-RERANKER = ModelSpec(
-    kind="reranker",
-    served_name="BAAI/bge-reranker-v2-m3",
-    aliases=("bge-reranker-v2-m3",),
-    repo_id="BAAI/bge-reranker-v2-m3",
-    required_files=("config.json", "model.safetensors|pytorch_model.bin", "tokenizer.json|sentencepiece.bpe.model"),
-)
-ASR = ModelSpec(
-    kind="asr",
-    served_name="FunAudioLLM/SenseVoiceSmall",
-    aliases=("SenseVoiceSmall", "iic/SenseVoiceSmall"),
-    repo_id="FunAudioLLM/SenseVoiceSmall",
-    required_files=("config.yaml", "model.pt", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model"),
-)
-SPECS: dict[str, ModelSpec] = {s.kind: s for s in (EMBEDDING, RERANKER, ASR)}
 
 
 def local_name(repo_id: str) -> str:

@@ -14,13 +14,30 @@ import random
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import (
     XLMRobertaConfig,
     XLMRobertaForSequenceClassification,
     XLMRobertaModel,
     XLMRobertaTokenizerFast,
 )
+
+# Named sizes of this architecture (random weights), for benchmarks and soak runs.
+XLMR_SIZES = {
+    "tiny": {},
+    "small": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1536),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "full": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+}
 
 # XLM-R's special tokens and ids; <mask> is always the last id of the vocabulary.
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]

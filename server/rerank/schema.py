@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from server.fair_queue import Priority
-from server.schemas.common import PRIORITY_DESCRIPTION, Text
+from server.api.schema import PRIORITY_DESCRIPTION, Text
+from server.engine.fair_queue import Priority
 
 MAX_OVERLAP_TOKENS = 80
 

@@ -17,11 +17,11 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable
 
-from server.batching import Batcher, gather_results
 from server.config import Settings
+from server.engine.batching import Batcher, gather_results
 from server.errors import InvalidRequest, PayloadTooLarge
-from server.models.reranker import BgeReranker
-from server.schemas.rerank import RerankRequest
+from server.rerank.model import BgeReranker
+from server.rerank.schema import RerankRequest
 
 
 def plan_windows(length: int, room: int, overlap: int, max_chunks: int) -> list[tuple[int, int]]:

@@ -20,7 +20,6 @@ from torch.nn.utils.rnn import pad_sequence
 from server.errors import StartupError
 from server.models.cpu_bf16 import CtcBestPath, SanmEncoder, fast_path
 
-
 SAMPLE_RATE = 16000
 _TAG = re.compile(r"<\|([^|]*)\|>")
 

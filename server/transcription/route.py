@@ -9,19 +9,19 @@ from fastapi.responses import PlainTextResponse
 from starlette.responses import Response
 
 from server.api.responses import json_response, runtime
+from server.api.schema import ERROR_RESPONSES, PRIORITY_DESCRIPTION, Text
+from server.engine.fair_queue import Priority
 from server.errors import InvalidRequest, PayloadTooLarge
-from server.models.store import ASR
-from server.fair_queue import Priority
-from server.schemas.common import ERROR_RESPONSES, PRIORITY_DESCRIPTION, Text
-from server.schemas.transcriptions import (
+from server.transcription import SPEC
+from server.transcription.schema import (
     LANGUAGE_NAMES,
     Language,
     ResponseFormat,
     Transcription,
     TranscriptionVerbose,
 )
-from server.subtitles import to_srt, to_vtt
-from server.transcription import Transcript
+from server.transcription.service import Transcript
+from server.transcription.subtitles import to_srt, to_vtt
 
 PATH = "/v1/audio/transcriptions"
 # Room for the multipart boundaries and the small form fields around the file.
@@ -59,7 +59,7 @@ async def create_transcription(
     use_itn: Annotated[bool, Form(description="Extension: punctuation and inverse text normalization.")] = True,
     priority: Annotated[Priority, Form(description=PRIORITY_DESCRIPTION)] = "normal",
 ) -> Response:
-    service = runtime(request).lookup(ASR.kind, model)
+    service = runtime(request).lookup(SPEC.kind, model)
     data = await file.read()
     limit = request.app.state.settings.asr_max_upload_bytes
     if len(data) > limit:

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.audio import SAMPLE_RATE, decode_audio
-from server.batching import Batcher, gather_results
 from server.config import Settings
-from server.models.sensevoice import AsrItem, AsrResult, SenseVoice
-from server.torch_threads import one_torch_thread
-from server.vad import SILENT_PEAK, has_speech, split_on_pauses
+from server.engine.batching import Batcher, gather_results
+from server.engine.torch_threads import one_torch_thread
+from server.transcription.audio import SAMPLE_RATE, decode_audio
+from server.transcription.model import AsrItem, AsrResult, SenseVoice
+from server.transcription.vad import SILENT_PEAK, has_speech, split_on_pauses
 
 # Scripts written without spaces between words: their segments are joined without one.
 _NO_SPACE_LANGUAGES = {"zh", "yue", "ja"}
@@ -128,7 +128,7 @@ class TranscriptionService:
                  use_itn: bool) -> list[AsrItem]:
         """The segments as model items with their features, computed here in the thread pool, so
         that the model's worker thread spends its time on the network alone (single-threaded, as
-        all torch work off that thread: server.torch_threads)."""
+        all torch work off that thread: server.engine.torch_threads)."""
         with one_torch_thread():
             return [self.model.with_features(AsrItem(audio[start:end], language, use_itn)) for start, end in spans]
 

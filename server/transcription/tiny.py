@@ -26,6 +26,14 @@ import torch
 import yaml
 
 FORMAT = 1  # bump when the output changes, so cached builds (serve --demo) are redone
+
+# Named sizes of this architecture (random weights), for benchmarks and soak runs.
+SENSEVOICE_SIZES = {
+    "tiny": {},
+    "small": dict(output_size=256, attention_heads=4, linear_units=1024, num_blocks=6, tp_blocks=2),
+    "base": dict(output_size=512, attention_heads=4, linear_units=2048, num_blocks=16, tp_blocks=4),
+    "full": dict(output_size=512, attention_heads=4, linear_units=2048, num_blocks=50, tp_blocks=20),
+}
 BPE_FILE = "chn_jpn_yue_eng_ko_spectok.bpe.model"
 VOCAB_SIZE = 25055  # the real tokenizer's size; funasr hard-codes token ids up to 25017
 # Token ids of the tags: language, emotion and text-norm ids are the ones funasr hard-codes

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from server.torch_threads import one_torch_thread
+from server.engine.torch_threads import one_torch_thread
 
 # Gaps shorter than this are pauses inside an utterance (commas, breaths): keep them in one segment.
 _MERGE_GAP_S = 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from server.models.bge_m3 import BgeM3, EmbedItem
+from server.embeddings.model import BgeM3, EmbedItem
 
 TEXTS = ["The giant panda is a bear.", "你好，世界", " ".join(["bamboo forest"] * 30)]
 

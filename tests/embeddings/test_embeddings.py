@@ -8,9 +8,8 @@ import random
 
 import numpy as np
 import pytest
-from FlagEmbedding import BGEM3FlagModel
-
 from conftest import live_server
+from FlagEmbedding import BGEM3FlagModel
 
 from server.config import AUTO_BATCH_TOKENS
 

@@ -8,8 +8,14 @@ import time
 
 import pytest
 
-from server.batching import Batcher, ForwardTimeFit, gather_results
-from server.errors import Overloaded, OutOfMemory, PayloadTooLarge, ShuttingDown, Timeout
+from server.engine.batching import Batcher, ForwardTimeFit, gather_results
+from server.errors import (
+    OutOfMemory,
+    Overloaded,
+    PayloadTooLarge,
+    ShuttingDown,
+    Timeout,
+)
 
 
 class FakeModel:

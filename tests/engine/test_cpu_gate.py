@@ -1,4 +1,4 @@
-"""Forward passes and request preparation take turns on a CPU (server.cpu_gate)."""
+"""Forward passes and request preparation take turns on a CPU (server.engine.cpu_gate)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-from server.batching import Batcher
-from server.cpu_gate import CpuGate
+from server.engine.batching import Batcher
+from server.engine.cpu_gate import CpuGate
 from tests.conftest import live_server
 
 

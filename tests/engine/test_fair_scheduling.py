@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from server.batching import Batcher
-from server.fair_queue import FairQueue
+from server.engine.batching import Batcher
+from server.engine.fair_queue import FairQueue
 
 
 class RecordingModel:

@@ -1,4 +1,4 @@
-"""server/memory.py: the oneDNN primitive cache cap the server sets at start-up (the cause of its
+"""server/engine/memory.py: the oneDNN primitive cache cap the server sets at start-up (the cause of its
 memory growth under a mixed load), and that oneDNN really reads it when set from Python."""
 
 from __future__ import annotations
@@ -12,9 +12,13 @@ from pathlib import Path
 import pytest
 from conftest import live_server
 
-from server.memory import ONEDNN_CACHE_CAPACITY, ONEDNN_CACHE_ENV, limit_onednn_cache
+from server.engine.memory import (
+    ONEDNN_CACHE_CAPACITY,
+    ONEDNN_CACHE_ENV,
+    limit_onednn_cache,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_limit_onednn_cache_sets_the_cap_unless_the_environment_has_one(monkeypatch):
@@ -37,7 +41,7 @@ def test_the_app_caps_the_cache_when_it_starts(monkeypatch):
 # and 8 others, is the first one still cached? ONEDNN_VERBOSE=2 logs every creation as a hit or miss.
 _PROBE = textwrap.dedent("""
     import torch
-    from server.memory import limit_onednn_cache
+    from server.engine.memory import limit_onednn_cache
 
     limit_onednn_cache(4)  # after importing torch, as the server does: oneDNN reads it at first use
     first = torch.ones(2, 37, 64)

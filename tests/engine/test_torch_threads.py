@@ -1,4 +1,4 @@
-"""server.torch_threads: each model loads, warms up and computes on its own worker thread, and torch
+"""server.engine.torch_threads: each model loads, warms up and computes on its own worker thread, and torch
 work on any other thread runs single-threaded, so that torch's OpenMP teams are one per model."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-
 from audio_files import encode
 from conftest import in_new_thread, live_server
-from server.models.bge_m3 import BgeM3
-from server.models.sensevoice import SenseVoice
-from server.torch_threads import one_torch_thread
+
+from server.embeddings.model import BgeM3
+from server.engine.torch_threads import one_torch_thread
+from server.transcription.model import SenseVoice
 
 
 def test_one_torch_thread_is_for_this_thread_alone():

@@ -12,9 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from server.audio import decode_audio
-from server.models import cpu_bf16, reranker, sensevoice
-from server.models.bge_m3 import BgeM3, EmbedItem
+from server.embeddings.model import BgeM3, EmbedItem
+from server.models import cpu_bf16
 from server.models.cpu_bf16 import (
     CtcBestPath,
     PackedLinear,
@@ -22,9 +21,12 @@ from server.models.cpu_bf16 import (
     XlmrEncoder,
     fast_path,
 )
-from server.models.reranker import BgeReranker
-from server.models.sensevoice import AsrItem, SenseVoice
 from server.models.xlmr_common import pad_right
+from server.rerank import model as reranker
+from server.rerank.model import BgeReranker
+from server.transcription import model as sensevoice
+from server.transcription.audio import decode_audio
+from server.transcription.model import AsrItem, SenseVoice
 
 CPU = torch.device("cpu")
 TEXTS = ["The giant panda is a bear.", "你好，世界", " ".join(["bamboo forest"] * 30), "a"]
@@ -35,7 +37,7 @@ needs_bf16 = pytest.mark.skipif(not fast_path(CPU, torch.bfloat16), reason="oneD
 def speech() -> np.ndarray:
     from pathlib import Path
 
-    return decode_audio((Path(__file__).parent / "data/speech_pauses.flac").read_bytes(), max_seconds=60)
+    return decode_audio((Path(__file__).parents[1] / "data/speech_pauses.flac").read_bytes(), max_seconds=60)
 
 
 def test_fast_path_only_for_bfloat16_on_cpu():
@@ -156,7 +158,7 @@ def test_sensevoice_reduced_precision_without_the_packed_layers(sensevoice_dir, 
 
 
 def test_bfloat16_without_the_packed_layers_still_loads(bge_m3_dir, reranker_dir, monkeypatch):
-    from server.models import bge_m3
+    from server.embeddings import model as bge_m3
 
     monkeypatch.setattr(bge_m3, "fast_path", lambda device, dtype: False)
     monkeypatch.setattr(reranker, "fast_path", lambda device, dtype: False)

@@ -14,10 +14,11 @@ import huggingface_hub.constants as hf_constants
 import pytest
 import torch
 
+from server.embeddings import SPEC as EMBEDDING
 from server.errors import StartupError
-from server.models import store
+from server.families import SPECS
 from server.models.device import resolve_device, resolve_dtype
-from server.models.store import EMBEDDING, local_name, resolve
+from server.models.store import local_name, resolve
 
 SNAPSHOT_HASH = "0123456789abcdef0123456789abcdef01234567"  # any 40-hex commit id
 
@@ -236,8 +237,8 @@ def test_local_name(repo_id, name):
 
 
 def test_specs_are_keyed_by_kind():
-    assert set(store.SPECS) == {"embedding", "reranker", "asr"}
-    for kind, spec in store.SPECS.items():
+    assert set(SPECS) == {"embedding", "reranker", "asr"}
+    for kind, spec in SPECS.items():
         assert spec.kind == kind
         assert spec.served_name in spec.names
 

@@ -7,7 +7,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer, XLMRobertaTokenizerFast
 
-from server.tiny_models.xlmr import build_tiny_bge_m3, build_tiny_reranker, build_xlmr_tokenizer
+from server.models.tiny_xlmr import (
+    build_tiny_bge_m3,
+    build_tiny_reranker,
+    build_xlmr_tokenizer,
+)
 
 HIDDEN = 32  # the default tiny hidden size
 

@@ -8,9 +8,8 @@ import random
 
 import pytest
 import torch
-from FlagEmbedding import FlagReranker
-
 from conftest import live_server
+from FlagEmbedding import FlagReranker
 
 MODEL = "BAAI/bge-reranker-v2-m3"
 SHORT_LIMIT = 64  # pair length of the chunking server: small, so windows are easy to count

@@ -1,4 +1,4 @@
-"""server.audio.decode_audio: every common format in, 16 kHz mono float32 out; bad input is a 400."""
+"""server.transcription.audio.decode_audio: every common format in, 16 kHz mono float32 out; bad input is a 400."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ import tracemalloc
 import av
 import numpy as np
 import pytest
-
 from audio_files import FORMATS, encode
-from server.audio import SAMPLE_RATE, AudioError, AudioTooLong, decode_audio
+
 from server.errors import InvalidRequest
+from server.transcription.audio import (
+    SAMPLE_RATE,
+    AudioError,
+    AudioTooLong,
+    decode_audio,
+)
+
 
 def sine(freq: float, rate: int, seconds: float = 1.0, amp: float = 0.3) -> np.ndarray:
     return (amp * np.sin(2 * np.pi * freq * np.arange(int(rate * seconds)) / rate)).astype(np.float32)

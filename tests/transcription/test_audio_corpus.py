@@ -20,7 +20,6 @@ import av
 import httpx
 import numpy as np
 import pytest
-
 from audio_files import FORMATS, encode
 from conftest import assert_error_shape, live_server
 
@@ -216,7 +215,7 @@ def test_corrupt_and_odd_audio_never_cause_a_5xx(asr_server):
     # No crash: the server still answers and still transcribes.
     with asr_server.client() as client:
         assert client.get("/health").status_code == 200
-        speech = (Path(__file__).parent / "data" / "speech_pauses.flac").read_bytes()
+        speech = (Path(__file__).parents[1] / "data" / "speech_pauses.flac").read_bytes()
         good = client.post(PATH, data={"model": "SenseVoiceSmall"}, files={"file": ("a.flac", speech)})
         assert good.status_code == 200 and good.json()["text"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from server.models.sensevoice import best_path
+from server.transcription.model import best_path
 
 
 def test_best_path_is_the_arg_max_of_the_log_softmax_funasr_takes():

@@ -1,6 +1,6 @@
 from dataclasses import dataclass
 
-from server.subtitles import timestamp, to_srt, to_vtt
+from server.transcription.subtitles import timestamp, to_srt, to_vtt
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from server.tiny_models.sensevoice import BPE_FILE, build_tiny_sensevoice
+from server.transcription.tiny import BPE_FILE, build_tiny_sensevoice
 
 LANG = ["zh", "en", "yue", "ja", "ko", "nospeech"]
 EMO = ["HAPPY", "SAD", "ANGRY", "NEUTRAL", "FEARFUL", "DISGUSTED", "SURPRISED", "EMO_UNKNOWN"]

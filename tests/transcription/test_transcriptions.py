@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import openai
 import pytest
-
 from audio_files import encode
 from conftest import live_server
-from server.audio import SAMPLE_RATE, decode_audio
-from server.models.sensevoice import AsrItem
+
+from server.transcription.audio import SAMPLE_RATE, decode_audio
+from server.transcription.model import AsrItem
 
 MODEL = "FunAudioLLM/SenseVoiceSmall"
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 SPEECH = (DATA / "speech_pauses.flac").read_bytes()
 PAUSES = json.loads((DATA / "speech_pauses.json").read_text())["pauses"]
 TAG = re.compile(r"<\|[^|]*\|>")

@@ -1,4 +1,4 @@
-"""server.vad.split_on_pauses on real (synthesised) speech with known pauses.
+"""server.transcription.vad.split_on_pauses on real (synthesised) speech with known pauses.
 
 tests/data/speech_pauses.flac holds three espeak-ng sentences with 1.5 s of silence between them;
 speech_pauses.json says where each sentence and pause lies (scripts/make_test_audio.py made both).
@@ -13,13 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import in_new_thread
-from server.audio import SAMPLE_RATE, decode_audio
-from server.vad import (Segment, _borrowed_model, _mono_tensor, _windows_to_find_speech,
-                        has_speech, plan_segments, split_on_pauses)
 
-DATA = Path(__file__).parent / "data"
+from server.transcription.audio import SAMPLE_RATE, decode_audio
+from server.transcription.vad import (
+    Segment,
+    _borrowed_model,
+    _mono_tensor,
+    _windows_to_find_speech,
+    has_speech,
+    plan_segments,
+    split_on_pauses,
+)
+
+DATA = Path(__file__).parents[1] / "data"
 THREADS_AT_START = torch.get_num_threads()  # read before silero_vad is first imported
 SLACK = 0.1  # s: the VAD's 32 ms frames and silero's own 30 ms padding
 
