@@ -15,11 +15,14 @@ on their values) or takes a real one, then measures on fixed, seeded workloads:
   clip timed in this process, front end included, which the server runs before the queue), i.e.
   the overhead the server adds;
 * latency against offered load: open-loop (Poisson) arrivals at fractions of the server's capacity,
-  per system, plotted to a PNG.
+  per system, plotted to a PNG;
+* with ``--mixed``, instead of all the above: interactive requests beside a bulk client, fair
+  scheduling against fifo and the peers (scripts/bench_mixed.py).
 
     python scripts/bench.py --size small
     python scripts/bench.py --size base --models embedding --peers --out bench.json --plot bench.png
     python scripts/bench.py --model-dir embedding=models/bge-m3 --models embedding
+    python scripts/bench.py --mixed --models reranker --peers --rounds 3
 
 Prints Markdown tables and the targets with their verdicts; --out writes everything as JSON. Every
 loop is bounded in count and time; only loopback is used.
@@ -39,7 +42,7 @@ import sys
 import tempfile
 import time
 import wave
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +55,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from server.background import free_port, started_process  # noqa: E402
-from server.tiny_models import SENSEVOICE_SIZES, XLMR_SIZES  # noqa: E402
+from server.models.tiny_xlmr import XLMR_SIZES  # noqa: E402
+from server.transcription.tiny import SENSEVOICE_SIZES  # noqa: E402
 
 KINDS = ("embedding", "reranker", "asr")
 WORDS = ("the giant panda is a bear native to south central china it eats bamboo and sleeps a lot "
@@ -157,7 +161,7 @@ def reranker_workloads(args) -> list[Workload]:
 
 def speech_clip(seconds: float, seed: int) -> np.ndarray:
     """`seconds` of real speech (the espeak-ng recording the tests use), from a seeded offset."""
-    from server.audio import decode_audio
+    from server.transcription.audio import decode_audio
 
     speech = decode_audio((ROOT / "tests/data/speech_pauses.flac").read_bytes(), max_seconds=60)
     tiled = np.tile(speech, int(seconds * SAMPLE_RATE // len(speech)) + 2)
@@ -204,7 +208,7 @@ def asr_workloads(args) -> list[Workload]:
         what funasr's generate does for one clip: the median of as many runs as the lone requests,
         the same statistic as their p50."""
         from server.models.device import resolve_dtype
-        from server.models.sensevoice import AsrItem, SenseVoice
+        from server.transcription.model import AsrItem, SenseVoice
 
         cpu = torch.device("cpu")
         model, item = SenseVoice(model_dir, cpu, resolve_dtype(args.dtype, cpu)), AsrItem(ten[0])
@@ -248,14 +252,16 @@ def our_send(kind: str):
 
 
 @contextmanager
-def our_server(kind: str, model_dir: Path, *, batch_size: int, dtype: str, name: str) -> Iterator[Endpoint]:
+def our_server(kind: str, model_dir: Path, *, batch_size: int, dtype: str, name: str,
+               extra: Sequence[str] = ()) -> Iterator[Endpoint]:
+    """``extra``: more `serve` flags, e.g. ("--batch-scheduling", "fifo")."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     models = {k: str(model_dir) if k == kind else "none" for k in KINDS}
     cmd = [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--embedding-model", models["embedding"], "--reranker-model", models["reranker"],
            "--asr-model", models["asr"], "--max-batch-size", str(batch_size), "--dtype", dtype,
-           "--log-level", "warning", "--offline"]
+           "--log-level", "warning", "--offline", *extra]
     with started_process(cmd, f"{url}/ready"):
         yield Endpoint(name, our_send(kind), url, lambda: scrape_counters(url))
 
@@ -555,8 +561,8 @@ def plot(results: list[dict], path: Path, title: str) -> None:
 
 
 def build(kind: str, size: str, root: Path) -> Path:
-    from server.tiny_models.sensevoice import build_tiny_sensevoice
-    from server.tiny_models.xlmr import build_tiny_bge_m3, build_tiny_reranker
+    from server.models.tiny_xlmr import build_tiny_bge_m3, build_tiny_reranker
+    from server.transcription.tiny import build_tiny_sensevoice
 
     if kind == "asr":
         return build_tiny_sensevoice(root / kind, **SENSEVOICE_SIZES[size])
@@ -566,6 +572,8 @@ def build(kind: str, size: str, root: Path) -> Path:
 
 
 def main() -> None:
+    import bench_mixed
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(KINDS))
     parser.add_argument("--size", choices=list(XLMR_SIZES), default="small")
@@ -588,10 +596,15 @@ def main() -> None:
                         help="where the peers' own virtual environments are made")
     parser.add_argument("--out", type=Path, help="write every figure as JSON here")
     parser.add_argument("--plot", type=Path, default=Path("bench.png"), help="latency-vs-load PNG")
+    parser.add_argument("--mixed", action="store_true",
+                        help="run only the interactive-beside-bulk workload (scripts/bench_mixed.py) instead")
+    bench_mixed.add_arguments(parser)
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise (funasr sets INFO)
+    if args.mixed:
+        return bench_mixed.main(args)
     given = dict(item.split("=", 1) for item in args.model_dir)
 
     results = []

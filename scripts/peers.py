@@ -129,10 +129,9 @@ def ensure_infinity(venv: Path = DEFAULT_INFINITY_VENV, python: str | None = Non
     A venv is rebuilt from scratch when its marker is missing (an earlier build died half-way) or
     names other pins. ``python`` is the interpreter to base it on (default: this one's base)."""
     venv = Path(venv).absolute()
-    cli, marker = venv / "bin" / "infinity_emb", venv / MARKER
-    stamp = json.dumps([TORCH_PIN, *INFINITY_PINS])
-    if marker.is_file() and marker.read_text() == stamp and cli.is_file():
-        return cli
+    if infinity_ready(venv):
+        return venv / "bin" / "infinity_emb"
+    cli, marker, stamp = venv / "bin" / "infinity_emb", venv / MARKER, _infinity_stamp()
     building = venv / BUILDING
     if venv.exists() and any(venv.iterdir()) and not (marker.is_file() or building.is_file()):
         # Never delete a directory this function did not make (a mistyped path, another venv).
@@ -152,6 +151,17 @@ def ensure_infinity(venv: Path = DEFAULT_INFINITY_VENV, python: str | None = Non
     marker.write_text(stamp)
     building.unlink()
     return cli
+
+
+def _infinity_stamp() -> str:
+    return json.dumps([TORCH_PIN, *INFINITY_PINS])
+
+
+def infinity_ready(venv: Path = DEFAULT_INFINITY_VENV) -> bool:
+    """Whether ``venv`` is a complete Infinity venv with today's pins (nothing to install)."""
+    venv = Path(venv).absolute()
+    marker = venv / MARKER
+    return marker.is_file() and marker.read_text() == _infinity_stamp() and (venv / "bin" / "infinity_emb").is_file()
 
 
 def infinity_model_dir(kind: str, model_dir: Path, workdir: Path,
@@ -361,6 +371,21 @@ def peer_for(kind: str, model_dir: Path, peers_dir: Path = CACHE,
     return None
 
 
+def unavailable(kind: str, peers_dir: Path = CACHE) -> str | None:
+    """Why the peer for ``kind`` cannot start without installing anything, or None if it can: for
+    workloads that skip a missing peer rather than build its venv (minutes, from PyPI)."""
+    venv = Path(peers_dir) / "infinity-venv"
+    if kind in SERVED_NAMES and not infinity_ready(venv):
+        return (f"Infinity is not installed: no complete venv at {venv} (`python scripts/peers.py --venv {venv}`, "
+                "or scripts/bench.py --peers without --mixed, builds it: about 2 minutes from PyPI)")
+    if kind == "asr":
+        import importlib.util
+
+        if importlib.util.find_spec("funasr") is None:
+            return "funasr-server is not installed: no funasr package in this environment"
+    return None
+
+
 def _funasr_version() -> str:
     from importlib.metadata import version
 
@@ -377,7 +402,7 @@ def _speech_wav(seconds: float) -> bytes:
 
     import numpy as np
 
-    from server.audio import decode_audio
+    from server.transcription.audio import decode_audio
 
     speech = decode_audio((REPO / "tests/data/speech_pauses.flac").read_bytes(), max_seconds=60)
     audio = np.tile(speech, int(seconds * 16000 // len(speech)) + 1)[:int(seconds * 16000)]
@@ -405,9 +430,12 @@ def _check(size: str, venv: Path) -> None:
     """Start each peer on random-weight models of ``size`` and compare its answers with ours."""
     import numpy as np
 
-    from server.tiny_models import SENSEVOICE_SIZES, XLMR_SIZES
-    from server.tiny_models.sensevoice import build_tiny_sensevoice
-    from server.tiny_models.xlmr import build_tiny_bge_m3, build_tiny_reranker
+    from server.models.tiny_xlmr import (
+        XLMR_SIZES,
+        build_tiny_bge_m3,
+        build_tiny_reranker,
+    )
+    from server.transcription.tiny import SENSEVOICE_SIZES, build_tiny_sensevoice
 
     texts = ["hello world", "the giant panda is a bear " * 30, "熊猫 竹子 世界 你好", "search engine query"]
     # every pair well under 512 tokens, so neither server cuts or windows a document
