@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import math
 import logging
 import time
 from collections import Counter
@@ -159,6 +160,10 @@ class Batcher(Generic[P, R]):
     gate: CpuGate = field(default_factory=lambda: CpuGate(enabled=False))
     stats: BatcherStats = field(default_factory=BatcherStats)
     fair: bool = True  # False: first in, first out (server.engine.fair_queue)
+    # A pass grows with other requests' items only while it takes at most this many times what the
+    # head's request's own items would (fixed + padded cost): a 5 s clip is not made to wait for
+    # eight 30 s segments of someone's hour of audio in its own pass.
+    latency_stretch: float = 4.0
 
     def __post_init__(self) -> None:
         self._queue = FairQueue(fair=self.fair)
@@ -267,23 +272,31 @@ class Batcher(Generic[P, R]):
         if not window:
             return []
         head = window[0]
-        seats = Counter(it.flow for it in self._fair_share(window))
+        seats = Counter(it.flow for it in self._fair_share(window)) if self.fair else Counter()
         seats[head.flow] -= 1
         rest = sorted(window[1:], key=lambda it: it.cost)
         chosen, longest, total = [head], head.cost, head.cost
+        own_rows, own_longest = 1, head.cost  # the head's request's share of the pass
         fixed = self._times.fixed_cost
         self.stats.fixed_cost = fixed
         while len(chosen) < self.max_batch_size:
+            # The head's request waits for the whole pass: others' items join only while the pass
+            # takes at most latency_stretch times what its own items would take alone.
+            cap = self.latency_stretch * (fixed + own_rows * own_longest) - fixed if self.fair else math.inf
+            allowed = [it for it in rest
+                       if it.flow is head.flow or (len(chosen) + 1) * max(longest, it.cost) <= cap]
             # A request's items that match the batch's lengths best fill its seats; then any item.
-            seated = [it for it in rest if seats[it.flow] > 0]
+            seated = [it for it in allowed if seats[it.flow] > 0]
             pick = (self._least_padding(seated, len(chosen), longest, total, fixed)
-                    or self._least_padding(rest, len(chosen), longest, total, fixed))
+                    or self._least_padding(allowed, len(chosen), longest, total, fixed))
             if pick is None:
                 break
             rest.remove(pick)
             seats[pick.flow] -= 1
             chosen.append(pick)
             longest, total = max(longest, pick.cost), total + pick.cost
+            if pick.flow is head.flow:
+                own_rows, own_longest = own_rows + 1, max(own_longest, pick.cost)
         self._queue.give_back(rest)
         self._queue.mark_served(chosen)
         return chosen

@@ -237,3 +237,24 @@ def test_a_window_of_an_emptied_queue_is_empty():
     [item] = q.push([("gone", 1, None)])
     assert q.discard(item) and len(q) == 0
     assert q.take_window(8) == []
+
+
+def test_a_short_request_is_not_padded_into_a_long_pass_of_another_request():
+    """A 5 s clip arriving beside 30 s segments of a long recording heads the next pass; the long
+    segments would fit the budget and the padding rule, but would make that pass (its latency) six
+    times longer, so they wait for the next one."""
+
+    async def go():
+        model = RecordingModel()
+        b = make(model, max_batch_cost=2400, max_batch_size=8, min_padding_efficiency=0.0)
+        b.start()
+        recording = await _first_pass_running(model, b, [(f"seg{i}", 300) for i in range(24)])
+        clip = b.submit([("clip", 50)])
+        model.release.set()
+        await asyncio.gather(*recording, *clip)
+        await b.close()
+        return model.batches
+
+    batches = asyncio.run(go())
+    assert batches[1] == ["clip"]
+    assert all(len(batch) == 8 for batch in batches[:1] + batches[2:])  # the recording still goes 8 a pass
