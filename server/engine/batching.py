@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import math
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +39,7 @@ from typing import Any, Generic, TypeVar
 
 from server.engine.cpu_gate import CpuGate
 from server.engine.fair_queue import FairQueue, QueuedItem
+from server.engine.pass_times import ForwardTimeFit
 from server.errors import (
     ClientDisconnected,
     OutOfMemory,
@@ -89,42 +90,6 @@ class BatcherStats:
     fixed_cost: float = 0.0  # not a counter: the current estimate of a pass's fixed cost, in cost units
 
 
-@dataclass
-class ForwardTimeFit:
-    """seconds ~ fixed + per_unit x padded cost, least squares over the recent forward passes (each
-    older pass weighs ``decay`` times less, so the fit follows a machine that gets busier).
-
-    ``fixed_cost`` = fixed / per_unit: what every pass pays whatever its size (Python dispatch of
-    the layers, kernel launches, thread hand-offs), in the units of item cost. Zero until the
-    passes seen vary enough in size to tell the two terms apart."""
-
-    decay: float = 0.99
-    n: float = 0.0
-    sx: float = 0.0
-    sy: float = 0.0
-    sxx: float = 0.0
-    sxy: float = 0.0
-
-    def add(self, padded_cost: float, seconds: float) -> None:
-        d = self.decay
-        self.n = d * self.n + 1
-        self.sx = d * self.sx + padded_cost
-        self.sy = d * self.sy + seconds
-        self.sxx = d * self.sxx + padded_cost * padded_cost
-        self.sxy = d * self.sxy + padded_cost * seconds
-
-    @property
-    def fixed_cost(self) -> float:
-        if self.n < 8:
-            return 0.0
-        spread = self.n * self.sxx - self.sx * self.sx  # n^2 x variance of the sizes
-        if spread <= (0.1 * self.sx) ** 2:  # sizes within ~10% of each other: no slope to read
-            return 0.0
-        per_unit = (self.n * self.sxy - self.sx * self.sy) / spread
-        fixed = (self.sy - per_unit * self.sx) / self.n
-        return fixed / per_unit if per_unit > 0 and fixed > 0 else 0.0
-
-
 def is_cuda_oom(err: BaseException) -> bool:
     try:
         import torch
@@ -164,6 +129,10 @@ class Batcher(Generic[P, R]):
     # head's request's own items would (fixed + padded cost): a 5 s clip is not made to wait for
     # eight 30 s segments of someone's hour of audio in its own pass.
     latency_stretch: float = 4.0
+    # A pass stops growing once the fit of past passes says it would take longer than this (0: no
+    # bound); the head always runs. A request arriving mid-pass waits for the pass in flight, and at
+    # full size on a CPU one 240 s SenseVoice pass takes a minute (scripts/asr_pass_time.py).
+    max_pass_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         self._queue = FairQueue(fair=self.fair)
@@ -175,6 +144,7 @@ class Batcher(Generic[P, R]):
         # One thread per model: forward passes of one model never overlap, and never run on the loop.
         self.executor = self.executor or model_thread(self.name)
         self._times = ForwardTimeFit()
+        self._pass_budget: float = self.max_batch_cost  # this pass's: the cost budget, or less by time
 
     # ---- public surface -------------------------------------------------------------------------
 
@@ -279,6 +249,8 @@ class Batcher(Generic[P, R]):
         own_rows, own_longest = 1, head.cost  # the head's request's share of the pass
         fixed = self._times.fixed_cost
         self.stats.fixed_cost = fixed
+        self._pass_budget = min(self.max_batch_cost, self._times.padded_within(self.max_pass_seconds)
+                                if self.max_pass_seconds else math.inf)
         while len(chosen) < self.max_batch_size:
             # The head's request waits for the whole pass: others' items join only while the pass
             # takes at most latency_stretch times what its own items would take alone.
@@ -328,13 +300,13 @@ class Batcher(Generic[P, R]):
         return longer if fits_long else None
 
     def _fits(self, rows: int, longest: int, real: int, fixed: float) -> bool:
-        """Within the padded budget, and padding stays a small share of the pass's time, which is
-        ``fixed + padded`` in cost units. On a CPU a padded token costs what a real one does, so a
+        """Within this pass's padded budget (by cost, and by time), and padding stays a small share
+        of the pass's time, which is ``fixed + padded`` in cost units. On a CPU a padded token costs what a real one does, so a
         batch of long items that is mostly padding is slower than no batch at all; for short items
         the fixed cost dominates, and a little padding buys a much larger batch."""
         padded = rows * longest
         efficiency = (real + fixed) / (padded + fixed)  # 1 - padding's share of the time
-        return padded <= self.max_batch_cost and efficiency >= self.min_padding_efficiency
+        return padded <= self._pass_budget and efficiency >= self.min_padding_efficiency
 
     def _run_isolated(self, payloads: list[P]) -> list[R | BaseException]:
         """Runs on the worker thread. A failing batch is bisected until the failing items stand alone."""

@@ -79,6 +79,7 @@ def build(family: Family, path: Path, settings: Settings, device: torch.device, 
         executor=worker,
         gate=gate,
         fair=settings.batch_scheduling == "fair",
+        max_pass_seconds=settings.max_pass_seconds,
     )
     return named(family.service).from_settings(model, batcher, settings), batcher
 

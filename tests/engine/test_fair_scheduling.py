@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -258,3 +259,28 @@ def test_a_short_request_is_not_padded_into_a_long_pass_of_another_request():
     batches = asyncio.run(go())
     assert batches[1] == ["clip"]
     assert all(len(batch) == 8 for batch in batches[:1] + batches[2:])  # the recording still goes 8 a pass
+
+
+def test_passes_are_bounded_by_time_once_their_cost_is_learnt():
+    """1 ms per unit of padded cost: 8 items of 10 would take 80 ms; a 35 ms bound holds 3."""
+
+    def timed(payloads):
+        time.sleep(0.001 * 10 * len(payloads))
+        return payloads
+
+    async def go():
+        b = Batcher(name="timed", run_batch=timed, max_batch_cost=10_000, max_batch_size=8, max_queue=1000,
+                    max_pass_seconds=0.035)
+        b.start()
+        for size in (1, 2, 3, 4, 5, 6, 7, 8, 1, 2):  # passes of varied size: the fit learns ~1 ms a unit
+            await asyncio.gather(*b.submit([(i, 10) for i in range(size)]))
+        learnt = b.stats.batches
+        sizes = []
+        b.on_batch = lambda record: sizes.append(record.size)
+        await asyncio.gather(*b.submit([(i, 10) for i in range(24)]))
+        await b.close()
+        return learnt, sizes
+
+    learnt, sizes = asyncio.run(go())
+    assert learnt >= 8
+    assert sum(sizes) == 24 and max(sizes) <= 4 and sizes[0] >= 2, sizes

@@ -1,0 +1,55 @@
+"""How long a forward pass takes, learnt from the passes themselves: the batcher sizes its passes by it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class ForwardTimeFit:
+    """seconds ~ fixed + per_unit x padded cost, least squares over the recent forward passes (each
+    older pass weighs ``decay`` times less, so the fit follows a machine that gets busier).
+
+    ``fixed_cost`` = fixed / per_unit: what every pass pays whatever its size (Python dispatch of
+    the layers, kernel launches, thread hand-offs), in the units of item cost. Zero until the
+    passes seen vary enough in size to tell the two terms apart."""
+
+    decay: float = 0.99
+    n: float = 0.0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
+
+    def add(self, padded_cost: float, seconds: float) -> None:
+        d = self.decay
+        self.n = d * self.n + 1
+        self.sx = d * self.sx + padded_cost
+        self.sy = d * self.sy + seconds
+        self.sxx = d * self.sxx + padded_cost * padded_cost
+        self.sxy = d * self.sxy + padded_cost * seconds
+
+    @property
+    def fixed_cost(self) -> float:
+        if self.n < 8:
+            return 0.0
+        spread = self.n * self.sxx - self.sx * self.sx  # n^2 x variance of the sizes
+        if spread <= (0.1 * self.sx) ** 2:  # sizes within ~10% of each other: no slope to read
+            return 0.0
+        per_unit = (self.n * self.sxy - self.sx * self.sy) / spread
+        fixed = (self.sy - per_unit * self.sx) / self.n
+        return fixed / per_unit if per_unit > 0 and fixed > 0 else 0.0
+
+    def padded_within(self, seconds: float) -> float:
+        """The padded cost a pass can hold and still take at most ``seconds``; infinite until enough
+        passes are seen. Without a slope to read, every unit is charged the mean time per unit
+        (fixed cost included), which overestimates bigger passes: the bound errs small."""
+        if self.n < 8 or self.sy <= 0:
+            return math.inf
+        spread = self.n * self.sxx - self.sx * self.sx
+        per_unit = (self.n * self.sxy - self.sx * self.sy) / spread if spread > (0.1 * self.sx) ** 2 else 0.0
+        if per_unit <= 0:
+            return seconds * self.sx / self.sy
+        fixed = max(0.0, (self.sy - per_unit * self.sx) / self.n)
+        return max(0.0, (seconds - fixed) / per_unit)
