@@ -573,6 +573,7 @@ def build(kind: str, size: str, root: Path) -> Path:
 
 def main() -> None:
     import bench_mixed
+    import bench_stream
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(KINDS))
@@ -599,12 +600,17 @@ def main() -> None:
     parser.add_argument("--mixed", action="store_true",
                         help="run only the interactive-beside-bulk workload (scripts/bench_mixed.py) instead")
     bench_mixed.add_arguments(parser)
+    parser.add_argument("--stream", action="store_true",
+                        help="run only the streamed long-recording workload (scripts/bench_stream.py) instead")
+    bench_stream.add_arguments(parser)
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise (funasr sets INFO)
     if args.mixed:
         return bench_mixed.main(args)
+    if args.stream:
+        return bench_stream.main(args)
     given = dict(item.split("=", 1) for item in args.model_dir)
 
     results = []

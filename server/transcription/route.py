@@ -1,44 +1,50 @@
-"""POST /v1/audio/transcriptions (OpenAI's multipart shape)."""
+"""POST /v1/audio/transcriptions (OpenAI's multipart shape), and /v1/audio/translations, which
+SenseVoice cannot serve."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import PlainTextResponse
 from starlette.responses import Response
 
-from server.api.responses import json_response, runtime
+from server.api.responses import runtime
 from server.api.schema import ERROR_RESPONSES, PRIORITY_DESCRIPTION, Text
 from server.engine.fair_queue import Priority
 from server.errors import InvalidRequest, PayloadTooLarge
-from server.transcription import SPEC
+from server.transcription import SPEC, translations
+from server.transcription.render import render
 from server.transcription.schema import (
-    LANGUAGE_NAMES,
+    STREAMED_FORMATS,
     Language,
     ResponseFormat,
+    TimestampGranularity,
     Transcription,
     TranscriptionVerbose,
+    event_stream_schema,
 )
-from server.transcription.service import Transcript
-from server.transcription.subtitles import to_srt, to_vtt
+from server.transcription.streaming import transcript_stream
 
 PATH = "/v1/audio/transcriptions"
 # Room for the multipart boundaries and the small form fields around the file.
 MULTIPART_OVERHEAD = 64 * 1024
 
 router = APIRouter()
+router.include_router(translations.router)
 
 
 _TEXT = {"schema": {"type": "string"}}
 _SUCCESS = {
-    "description": "json: {text}; verbose_json: with segments; text and srt: text/plain; vtt: text/vtt.",
+    "description": "json: {text, usage}; verbose_json: with segments (and words); text and srt: text/plain; "
+                   "vtt: text/vtt; stream=true: server-sent events (transcript.text.delta per segment, then "
+                   "transcript.text.done, or an error event).",
     "content": {
         "application/json": {"schema": {"anyOf": [
             {"$ref": "#/components/schemas/Transcription"}, {"$ref": "#/components/schemas/TranscriptionVerbose"},
         ]}},
         "text/plain": _TEXT,
         "text/vtt": _TEXT,
+        "text/event-stream": {"schema": event_stream_schema()},
     },
 }
 
@@ -54,40 +60,31 @@ async def create_transcription(
     prompt: Annotated[str | None, Form(description="Accepted and ignored (SenseVoice takes no prompt).")] = None,
     temperature: Annotated[float | None, Form(description="Accepted and ignored (greedy CTC decoding).")] = None,
     timestamp_granularities: Annotated[
-        list[Literal["segment"]] | None, Form(alias="timestamp_granularities[]", description="segment only.")
+        list[TimestampGranularity] | None,
+        Form(alias="timestamp_granularities[]",
+             description="segment, word or both; word adds `words` to verbose_json."),
     ] = None,
+    stream: Annotated[bool, Form(description="Server-sent events, one delta per segment as it is done "
+                                             "(response_format json or text).")] = False,
     use_itn: Annotated[bool, Form(description="Extension: punctuation and inverse text normalization.")] = True,
     priority: Annotated[Priority, Form(description=PRIORITY_DESCRIPTION)] = "normal",
 ) -> Response:
     service = runtime(request).lookup(SPEC.kind, model)
+    if stream and response_format not in STREAMED_FORMATS:
+        raise InvalidRequest(
+            f"stream=true sends transcript events, which carry text: use response_format json or text "
+            f"(as OpenAI's streaming models), or leave stream off for {response_format}.",
+            param="response_format", code="unsupported_value")
     data = await file.read()
     limit = request.app.state.settings.asr_max_upload_bytes
     if len(data) > limit:
         raise PayloadTooLarge(f"The audio file is larger than {limit} bytes.")
     if not data:
         raise InvalidRequest("The audio file is empty.", param="file", code="invalid_audio")
-    transcript = await service.transcribe(data, language=language, use_itn=use_itn, priority=priority,
-                                          is_gone=request.is_disconnected)
-    return await render(transcript, response_format)
-
-
-async def render(transcript: Transcript, response_format: str) -> Response:
-    if response_format == "text":
-        return PlainTextResponse(transcript.text)
-    if response_format == "srt":
-        return PlainTextResponse(to_srt(transcript.segments))
-    if response_format == "vtt":
-        return PlainTextResponse(to_vtt(transcript.segments), media_type="text/vtt")
-    if response_format == "verbose_json":
-        return await json_response({
-            "task": "transcribe",
-            "language": LANGUAGE_NAMES.get(transcript.language or "", transcript.language or ""),
-            "duration": transcript.duration,
-            "text": transcript.text,
-            "segments": [
-                {"id": i, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text,
-                 "language": s.language, "emotion": s.emotion, "event": s.event}
-                for i, s in enumerate(transcript.segments)
-            ],
-        })
-    return await json_response({"text": transcript.text})
+    options = dict(language=language, use_itn=use_itn, priority=priority)
+    if stream:
+        # Decoding, speech detection and queueing happen first: bad audio is still a plain 4xx.
+        return transcript_stream(service, await service.queue(data, **options))
+    verbose = response_format == "verbose_json"  # the only answer that reports the posteriors
+    transcript = await service.transcribe(data, **options, posteriors=verbose, is_gone=request.is_disconnected)
+    return await render(transcript, response_format, words="word" in (timestamp_granularities or ()))

@@ -6,12 +6,15 @@ audio at its pauses, queue one batcher item per segment, and put the transcript 
 * Audio up to ``max_segment_s`` long is one segment, the whole clip, exactly what funasr's own
   ``generate`` would see; the VAD only decides whether there is speech, alongside the forward pass.
   Longer audio is split at the pauses the VAD finds.
+* A whole answer waits for every segment (``transcribe``); a stream takes them one at a time, in
+  order, as they are done (``queue``, then ``segments_in_order``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +22,11 @@ import numpy as np
 from server.config import Settings
 from server.engine.batching import Batcher, gather_results
 from server.engine.torch_threads import one_torch_thread
+from server.errors import Timeout
 from server.transcription.audio import SAMPLE_RATE, decode_audio
 from server.transcription.model import AsrItem, AsrResult, SenseVoice
 from server.transcription.vad import SILENT_PEAK, has_speech, split_on_pauses
+from server.transcription.words import QUERY_FRAMES, Word, align_words, token_times
 
 # Scripts written without spaces between words: their segments are joined without one.
 _NO_SPACE_LANGUAGES = {"zh", "yue", "ja"}
@@ -29,35 +34,73 @@ _NO_SPACE_LANGUAGES = {"zh", "yue", "ja"}
 
 @dataclass(frozen=True)
 class TranscriptSegment:
-    start: float
+    start: float  # seconds from the start of the audio
     end: float
-    text: str
-    language: str | None
-    emotion: str | None
-    event: str | None
+    result: AsrResult
+    words: tuple[Word, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return self.result.text
+
+    @property
+    def language(self) -> str | None:
+        return self.result.language
+
+    @property
+    def emotion(self) -> str | None:
+        return self.result.emotion
+
+    @property
+    def event(self) -> str | None:
+        return self.result.event
+
+
+def text_delta(segment: TranscriptSegment, *, after_text: bool) -> str:
+    """What a segment adds to the transcript's text: its text, after a space if text came before
+    and its language is written with spaces; "" for a segment without text. A stream's deltas are
+    these, so they add up to the text of a whole answer (``Transcript.text``)."""
+    if not segment.text:
+        return ""
+    return ("" if not after_text or segment.language in _NO_SPACE_LANGUAGES else " ") + segment.text
 
 
 @dataclass(frozen=True)
 class Transcript:
     duration: float
     segments: list[TranscriptSegment]
+    requested_language: str = "auto"
 
     @property
     def text(self) -> str:
         text = ""
-        for seg in (s for s in self.segments if s.text):
-            joiner = "" if not text or seg.language in _NO_SPACE_LANGUAGES else " "
-            text += joiner + seg.text
+        for seg in self.segments:
+            text += text_delta(seg, after_text=bool(text))
         return text
 
     @property
     def language(self) -> str | None:
-        """The language of most of the speech."""
+        """The language of most of the speech; the requested one when nothing was said."""
         spoken: dict[str, float] = {}
         for seg in self.segments:
             if seg.language and seg.text:
                 spoken[seg.language] = spoken.get(seg.language, 0.0) + seg.end - seg.start
-        return max(spoken, key=spoken.get) if spoken else None
+        if spoken:
+            return max(spoken, key=spoken.get)
+        return None if self.requested_language == "auto" else self.requested_language
+
+
+@dataclass(frozen=True)
+class QueuedTranscription:
+    """An upload whose segments are on the batcher: one future per segment, in the audio's order."""
+
+    duration: float
+    spans: list[tuple[int, int]]  # sample ranges of the segments
+    futures: list[asyncio.Future]
+
+    def cancel(self) -> None:
+        """Drop the segments not computed yet (nobody will read them)."""
+        _discard(self.futures)
 
 
 class TranscriptionService:
@@ -75,22 +118,48 @@ class TranscriptionService:
                    max_segment_s=settings.asr_max_segment_seconds, timeout=settings.request_timeout)
 
     async def transcribe(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
-                         priority: str = "normal", is_gone: Callable[[], Awaitable[bool]] | None = None) -> Transcript:
+                         priority: str = "normal", posteriors: bool = False,
+                         is_gone: Callable[[], Awaitable[bool]] | None = None) -> Transcript:
+        """``posteriors``: read avg_logprob and no_speech_prob too (AsrItem.posteriors)."""
+        queued = await self.queue(data, language=language, use_itn=use_itn, priority=priority, posteriors=posteriors)
+        results = await gather_results(queued.futures, self.timeout, is_gone)
+        return Transcript(queued.duration, [self.segment(span, r) for span, r in zip(queued.spans, results)],
+                          language)
+
+    async def queue(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
+                    priority: str = "normal", posteriors: bool = False) -> QueuedTranscription:
+        """Decode the upload, find its speech and queue its segments; raises on bad input before
+        anything is computed, so a caller can still answer with an error status."""
         audio = await self.batcher.gate.run_preparation(decode_audio, data, max_seconds=self.max_seconds)
         if len(audio) <= self.max_segment_s * SAMPLE_RATE:
-            spans, results = await self._whole_clip(audio, language, use_itn, priority, is_gone)
+            spans, futures = await self._whole_clip(audio, language, use_itn, posteriors, priority)
         else:
             spans = await self.batcher.gate.run_preparation(self._speech_segments, audio)
-            futures = await self._submit(audio, spans, language, use_itn, priority)
-            results = await gather_results(futures, self.timeout, is_gone)
-        segments = [
-            TranscriptSegment(start / SAMPLE_RATE, end / SAMPLE_RATE, r.text, r.language, r.emotion, r.event)
-            for (start, end), r in zip(spans, results)
-        ]
-        return Transcript(len(audio) / SAMPLE_RATE, segments)
+            futures = await self._submit(audio, spans, language, use_itn, posteriors, priority)
+        return QueuedTranscription(len(audio) / SAMPLE_RATE, spans, futures)
 
-    async def _whole_clip(self, audio: np.ndarray, language: str, use_itn: bool, priority: str,
-                          is_gone: Callable[[], Awaitable[bool]] | None) -> tuple[list, list[AsrResult]]:
+    async def segments_in_order(self, queued: QueuedTranscription) -> AsyncIterator[TranscriptSegment]:
+        """Each segment as soon as it and every one before it are computed. Leaving early (the
+        client went away, an item failed, the request timed out) cancels the futures still pending,
+        so the batcher drops their queued items. Use it under ``contextlib.aclosing``."""
+        deadline = time.monotonic() + self.timeout
+        try:
+            for span, future in zip(queued.spans, queued.futures):
+                done, _ = await asyncio.wait({future}, timeout=max(0.0, deadline - time.monotonic()))
+                if not done:
+                    raise Timeout(f"The request did not complete within {self.timeout:g} s.")
+                yield self.segment(span, future.result())
+        finally:
+            queued.cancel()
+
+    def segment(self, span: tuple[int, int], result: AsrResult) -> TranscriptSegment:
+        start, end = span[0] / SAMPLE_RATE, span[1] / SAMPLE_RATE
+        times = token_times(result.frames, result.encoder_frames - QUERY_FRAMES, offset=start,
+                            duration=end - start, frame_ms=self.model.frame_ms)
+        return TranscriptSegment(start, end, result, tuple(align_words(result.pieces, times)))
+
+    async def _whole_clip(self, audio: np.ndarray, language: str, use_itn: bool, posteriors: bool,
+                          priority: str) -> tuple[list[tuple[int, int]], list[asyncio.Future]]:
         """A clip short enough to be one segment is transcribed whole, exactly what funasr's own
         ``generate`` would see. It is queued as soon as its features are ready while the VAD decides,
         in parallel, whether it holds speech at all: a lone request waits for the longer of the two,
@@ -105,7 +174,7 @@ class TranscriptionService:
         speech_check = asyncio.ensure_future(
             self.batcher.gate.run_preparation(has_speech, audio, sample_rate=SAMPLE_RATE))
         try:
-            futures = await self._submit(audio, spans, language, use_itn, priority)
+            futures = await self._submit(audio, spans, language, use_itn, posteriors, priority)
         except BaseException:
             speech_check.cancel()
             raise
@@ -117,20 +186,21 @@ class TranscriptionService:
         if not speech:
             _discard(futures)
             return [], []
-        return spans, await gather_results(futures, self.timeout, is_gone)
+        return spans, futures
 
     async def _submit(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
-                      use_itn: bool, priority: str) -> list:
-        items = await self.batcher.gate.run_preparation(self._prepare, audio, spans, language, use_itn)
+                      use_itn: bool, posteriors: bool, priority: str) -> list:
+        items = await self.batcher.gate.run_preparation(self._prepare, audio, spans, language, use_itn, posteriors)
         return self.batcher.submit([(item, self.model.cost(item)) for item in items], priority)
 
     def _prepare(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
-                 use_itn: bool) -> list[AsrItem]:
+                 use_itn: bool, posteriors: bool = False) -> list[AsrItem]:
         """The segments as model items with their features, computed here in the thread pool, so
         that the model's worker thread spends its time on the network alone (single-threaded, as
         all torch work off that thread: server.engine.torch_threads)."""
         with one_torch_thread():
-            return [self.model.with_features(AsrItem(audio[start:end], language, use_itn)) for start, end in spans]
+            return [self.model.with_features(AsrItem(audio[start:end], language, use_itn, posteriors=posteriors))
+                    for start, end in spans]
 
     def _speech_segments(self, audio: np.ndarray) -> list[tuple[int, int]]:
         """Sample ranges of the speech, cut at pauses into segments no longer than the limit."""
