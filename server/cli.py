@@ -13,20 +13,43 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from server.config import ENV_PREFIX, Settings
 from server.errors import StartupError
 
+DESCRIPTION = (
+    "Serve bge-m3 embeddings, bge-reranker-v2-m3 rerank and SenseVoiceSmall transcription over HTTP, "
+    "compatible with the OpenAI and SiliconFlow APIs."
+)
+EPILOG = (
+    "Start with `inference-server serve`; `inference-server serve --help` lists every setting. "
+    "No internet on this machine? Run `inference-server download` where there is and copy models/ here, "
+    "or try the API with `inference-server serve --demo`."
+)
 # Flags whose name differs from the field's: --api-key is given once per key.
 _FLAG_NAMES = {"api_keys": "--api-key"}
-_METAVARS = {int: "N", float: "SECONDS", Path: "DIR", str: "VALUE"}
+_TYPE_METAVARS = {int: "N", float: "NUMBER", Path: "DIR", str: "VALUE"}
+# A field's unit, told by its name, beats its type's metavar.
+_UNIT_METAVARS = {"_seconds": "SECONDS", "_timeout": "SECONDS", "_bytes": "BYTES"}
+
+
+def _metavar(name: str, field: FieldInfo) -> str:
+    if field.annotation is float and any(getattr(bound, "le", None) == 1 for bound in field.metadata):
+        return "RATIO"  # a share, at most 1
+    unit = next((metavar for suffix, metavar in _UNIT_METAVARS.items() if name.endswith(suffix)), None)
+    return unit or _TYPE_METAVARS.get(field.annotation, "VALUE")
+
+
+def _help(description: str, name: str, default: object) -> str:
+    return f"{description} [env {ENV_PREFIX}{name.upper()}; default: {default}]"
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
         flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
         default = field.default_factory() if field.default_factory else field.default
-        help_text = f"{field.description} [env {ENV_PREFIX}{name.upper()}; default: {default}]"
+        help_text = _help(field.description, name, default)
         if field.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
@@ -35,13 +58,13 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
                                 metavar="KEY", help=help_text)
         else:
             choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is Literal else None
-            metavar = None if choices else _METAVARS.get(field.annotation, "VALUE")
+            metavar = None if choices else _metavar(name, field)
             parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, choices=choices, metavar=metavar,
                                 help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inference-server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="inference-server", description=DESCRIPTION, epilog=EPILOG)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="Serve the models over HTTP.")
     _add_settings_flags(serve)
@@ -49,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     # argparse checks a list default against `choices` as one value, so the default is a string.
     download.add_argument("which", nargs="*", choices=["embedding", "reranker", "asr", "all"], default="all",
                           help="Which models (default: all).")
-    download.add_argument("--models-dir", type=Path, default=argparse.SUPPRESS, help="Target directory.")
+    models_dir = Settings.model_fields["models_dir"]
+    download.add_argument("--models-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                          help=_help("Where the models are downloaded to.", "models_dir", models_dir.default))
     return parser
 
 
@@ -66,6 +91,8 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.families import SPECS
+    from server.models.preflight import check_models
 
     if settings.demo:
         from server.demo import demo_settings
@@ -75,6 +102,8 @@ def serve(settings: Settings) -> int:
         # Belt and braces: the libraries underneath (transformers, huggingface_hub) stay off the network too.
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    # Before listening: a start that cannot get its models fails now, naming every missing one.
+    check_models(settings, SPECS)
     fatal: list[str] = []
     server: uvicorn.Server | None = None
 
@@ -97,12 +126,20 @@ def serve(settings: Settings) -> int:
 def download(which: list[str] | str, models_dir: Path) -> int:
     from server.families import SPECS
     from server.models import manifest, store
+    from server.models.hub import HubUnreachable
 
     which = [which] if isinstance(which, str) else which
     kinds = list(SPECS) if "all" in which else which
     for kind in kinds:
         spec = SPECS[kind]
-        path = store.download(spec, spec.repo_id, models_dir)
+        try:
+            path = store.download(spec, spec.repo_id, models_dir)
+        except HubUnreachable as err:
+            raise StartupError(
+                f"`inference-server download` needs internet: {err} Run it on a machine that can reach the hub, "
+                f"then copy the {models_dir}/ directory it fills to this machine (or set HF_ENDPOINT to a "
+                "mirror you can reach)."
+            ) from err
         print(f"{spec.served_name}: {path}")
         manifest.record(path)  # sizes and SHA-256 of every file, and MANIFEST.sha256 to check the copy
     return 0

@@ -198,6 +198,29 @@ def test_every_setting_has_a_description_and_a_flag():
     assert set(actions) == set(Settings.model_fields)
 
 
+def test_help_says_what_the_program_does_in_whole_sentences():
+    parser = build_parser()
+    for text in (parser.description, parser.epilog):
+        assert text.rstrip().endswith("."), text
+    assert "inference-server download" in parser.epilog and "--demo" in parser.epilog
+
+
+def test_metavars_name_the_unit_the_value_is_in():
+    actions = {a.dest: a for a in serve_parser()._actions if a.dest != "help"}
+    assert actions["batch_min_padding_efficiency"].metavar == "RATIO"
+    for name, action in actions.items():
+        if action.metavar == "SECONDS":
+            assert name.endswith(("_seconds", "_timeout")), name
+    assert actions["max_body_bytes"].metavar == actions["asr_max_upload_bytes"].metavar == "BYTES"
+
+
+def test_download_help_names_the_models_dir_variable():
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    help_text = sub.choices["download"].format_help()
+    assert f"{ENV_PREFIX}MODELS_DIR" in help_text
+    assert f"default: {Settings.model_fields['models_dir'].default}" in help_text
+
+
 # --- real process starts --------------------------------------------------------------------------------
 
 
@@ -221,8 +244,10 @@ def test_process_offline_without_model_exits_and_says_where_to_put_it(tmp_path):
     assert str(models_dir / "bge-m3") in proc.stderr
     assert "inference-server download embedding" in proc.stderr
     assert "Traceback" not in proc.stderr
-    # The last line is the one-line reason printed by main().
-    assert proc.stderr.strip().splitlines()[-1].startswith("inference-server: The embedding model BAAI/bge-m3")
+    # The report printed by main() comes last, before uvicorn ever starts.
+    report = proc.stderr[proc.stderr.rindex("inference-server: "):]
+    assert report.startswith("inference-server: cannot start: 1 model is not on this machine"), report
+    assert "BAAI/bge-m3" in report and "Uvicorn running" not in proc.stderr
 
 
 def test_process_with_incomplete_model_dir_names_the_missing_file(bge_m3_dir, tmp_path):

@@ -17,6 +17,7 @@ SPEC = ModelSpec(
         "colbert_linear.pt",
         "sparse_linear.pt",
     ),
+    download_size=2_300_000_000,  # approximate: pytorch_model.bin 2.27 GB, tokenizer and heads ~25 MB
 )
 FAMILY = Family(
     spec=SPEC,

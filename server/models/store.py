@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.errors import StartupError
+from server.models import hub
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,9 @@ class ModelSpec:
     required_files: tuple[str, ...]  # each entry: one file, or alternatives separated by "|"
     # Weights in other formats (ONNX, TF, flax) are skipped: they would triple the download.
     ignore_patterns: tuple[str, ...] = ("onnx/*", "*.onnx", "*.onnx_data", "*.h5", "*.msgpack", "*.ot", "imgs/*")
+    # Bytes a download of ``repo_id`` fetches (ignore_patterns applied), kept here so that a start
+    # without the hub can say what getting the model costs; 0 when not known.
+    download_size: int = 0
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -51,10 +55,9 @@ def check_files(spec: ModelSpec, path: Path) -> None:
         )
 
 
-def resolve(spec: ModelSpec, value: str, models_dir: Path, offline: bool) -> Path | None:
-    """Find the directory of a model given its setting (a path, a hub id, or ``none``)."""
-    if value.strip().lower() == NONE:
-        return None
+def find_local(spec: ModelSpec, value: str, models_dir: Path) -> Path | None:
+    """The directory of a model on this machine, without touching the network; None when it would
+    have to be downloaded. A named directory that is missing or incomplete is an error."""
     candidate = Path(value).expanduser()
     if candidate.is_dir():
         check_files(spec, candidate)
@@ -66,12 +69,18 @@ def resolve(spec: ModelSpec, value: str, models_dir: Path, offline: bool) -> Pat
     if in_models.is_dir():
         check_files(spec, in_models)
         return in_models
+    return _from_hf_cache(value, spec)
 
-    cached = _from_hf_cache(value, spec)
-    if cached is not None:
-        return cached
 
+def resolve(spec: ModelSpec, value: str, models_dir: Path, offline: bool) -> Path | None:
+    """Find the directory of a model given its setting (a path, a hub id, or ``none``)."""
+    if value.strip().lower() == NONE:
+        return None
+    local = find_local(spec, value, models_dir)
+    if local is not None:
+        return local
     if offline:
+        in_models = models_dir / local_name(value)
         raise StartupError(
             f"The {spec.kind} model {value} is not available offline. Put its files in {in_models.resolve()} "
             f"(on a connected machine: `inference-server download {spec.kind}`, then copy {models_dir}/), "
@@ -105,9 +114,9 @@ def download(spec: ModelSpec, repo_id: str, models_dir: Path) -> Path:
     try:
         snapshot_download(repo_id, local_dir=target, ignore_patterns=list(spec.ignore_patterns))
     except Exception as err:
-        raise StartupError(
-            f"Could not download {repo_id} into {target}: {err}. On a machine without internet, copy the "
-            f"model there by hand and start with --offline."
-        ) from err
+        unreachable = hub.connection_problem(err)
+        if unreachable is not None:
+            raise hub.HubUnreachable(f"Could not download {repo_id} into {target}: {unreachable}.") from err
+        raise StartupError(f"Could not download {repo_id} into {target}: {err}") from err
     check_files(spec, target)
     return target

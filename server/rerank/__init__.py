@@ -11,6 +11,7 @@ SPEC = ModelSpec(
     aliases=("bge-reranker-v2-m3",),
     repo_id="BAAI/bge-reranker-v2-m3",
     required_files=("config.json", "model.safetensors|pytorch_model.bin", "tokenizer.json|sentencepiece.bpe.model"),
+    download_size=2_300_000_000,  # approximate: model.safetensors 2.27 GB, tokenizer ~22 MB
 )
 FAMILY = Family(
     spec=SPEC,

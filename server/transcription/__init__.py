@@ -11,6 +11,7 @@ SPEC = ModelSpec(
     aliases=("SenseVoiceSmall", "iic/SenseVoiceSmall"),
     repo_id="FunAudioLLM/SenseVoiceSmall",
     required_files=("config.yaml", "model.pt", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model"),
+    download_size=940_000_000,  # approximate: model.pt 0.94 GB, the rest (tokenizer, examples) ~2 MB
 )
 FAMILY = Family(
     spec=SPEC,

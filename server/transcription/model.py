@@ -4,12 +4,13 @@ funasr's ``AutoModel`` loads the model, its front end (fbank + LFR + CMVN) and t
 for ``generate``; ``generate`` itself is not thread-safe, takes one language for a whole call and
 does no cross-request batching, so ``run_batch`` repeats ``SenseVoiceSmall.inference`` with a
 language and text-norm query per item: four query frames (language, emotion, event, text norm)
-before the features, encoder, CTC greedy decoding, BPE decoding.
+before the features, encoder, CTC greedy decoding, BPE decoding. Each result also carries the text
+tokens with the frames the path emitted them at (word timestamps) and, when the item asks, their
+log-posteriors (avg_logprob, no_speech_prob).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,9 +20,9 @@ from torch.nn.utils.rnn import pad_sequence
 
 from server.errors import StartupError
 from server.models.cpu_bf16 import CtcBestPath, SanmEncoder, fast_path
+from server.transcription.tags import is_tag_piece, split_rich_text
 
 SAMPLE_RATE = 16000
-_TAG = re.compile(r"<\|([^|]*)\|>")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class AsrItem:
     # them in its thread pool; run_batch computes them otherwise. On a CPU the front end is a
     # single-threaded share of a forward pass (~25% at small size), better spent in parallel with it.
     features: torch.Tensor | None = None
+    # Read the log-posteriors of the emitted tokens (AsrResult.logprobs, no_speech_prob): a row of
+    # the CTC head as wide as the vocabulary per token, ~15% of a pass at small size, so only for
+    # the answers that report them (verbose_json).
+    posteriors: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,20 +47,31 @@ class AsrResult:
     emotion: str | None
     event: str | None
     raw: str  # as the model decoded it, tags included
+    # The text's tokens (tags excluded) as the CTC path emitted them: ids, vocabulary pieces, the
+    # run [first, end) of encoder frames (query frames included) each was emitted over, and each
+    # one's log-probability under the model's posteriors at the frame that emitted it (its first).
+    # The log-probabilities and no_speech_prob are None unless the item asked for posteriors.
+    tokens: tuple[int, ...] = ()
+    pieces: tuple[str, ...] = ()
+    frames: tuple[tuple[int, int], ...] = ()
+    logprobs: tuple[float, ...] | None = None
+    emitted: int = 0  # tokens the path emitted, tags included
+    encoder_frames: int = 0  # frames the encoder read: 4 query frames, then 60 ms frames of audio
+    no_speech_prob: float | None = None  # the model's probability of <|nospeech|> on the language query frame
 
-
-def parse_rich_text(raw: str) -> AsrResult:
-    """Split SenseVoice's ``<|lang|><|emotion|><|event|><|itn|>text`` into text and tags."""
-    tags = _TAG.findall(raw)
-    text = _TAG.sub("", raw).strip()
-    language, emotion, event = (tags + [None] * 3)[:3]
-    return AsrResult(text=text, language=language, emotion=emotion, event=event, raw=raw)
+    @property
+    def avg_logprob(self) -> float | None:
+        """The mean of ``logprobs``; 0.0 without text tokens (nothing emitted to doubt)."""
+        if self.logprobs is None:
+            return None
+        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else 0.0
 
 
 class SenseVoice:
     """The model contract: ``cost(item)`` (in 10 ms frames) and ``run_batch(items)``."""
 
     def __init__(self, path: Path, device: torch.device, dtype: torch.dtype):
+        import server.transcription.quiet_funasr  # noqa: F401 - first: keeps funasr's notices out
         from funasr import AutoModel
 
         try:
@@ -84,6 +100,11 @@ class SenseVoice:
         self.dtype = dtype
         self.input_dtype = torch.float32 if self.fast else dtype  # of the features fed to the encoder
         self.languages = set(self.model.lid_dict)
+        sp = self.tokenizer.sp
+        nospeech = sp.piece_to_id("<|nospeech|>")
+        self.no_speech_id = None if nospeech == sp.unk_id() else nospeech
+        # Encoder frames in ms: fbank frames (10 ms) stacked by LFR (6): 60 ms.
+        self.frame_ms = int(self.frontend.frame_shift * self.frontend.lfr_n)
 
     @staticmethod
     def cost(item: AsrItem) -> int:
@@ -127,12 +148,47 @@ class SenseVoice:
             best = self.best_path(encoder_out)
         else:
             best = best_path(model.ctc.ctc_lo, encoder_out)
-        results = []
-        for row in range(len(items)):
-            tokens = torch.unique_consecutive(best[row, : int(encoder_lengths[row])])
-            tokens = tokens[tokens != model.blank_id].tolist()
-            results.append(parse_rich_text(self.tokenizer.decode(tokens)))
-        return results
+        return [self._decode(encoder_out[row, :length], best[row, :length], item.posteriors)
+                for row, (item, length) in enumerate(zip(items, encoder_lengths.tolist()))]
+
+    def _decode(self, hidden: torch.Tensor, path: torch.Tensor, posteriors: bool = True) -> AsrResult:
+        """One item's best path (its frames only) -> text, tags, and its text tokens with the frames
+        (and, with ``posteriors``, the log-probabilities) they were emitted at."""
+        runs, lengths = torch.unique_consecutive(path, return_counts=True)
+        ends = lengths.cumsum(0)
+        emitted = runs != self.model.blank_id
+        ids = runs[emitted].tolist()
+        raw = self.tokenizer.decode(ids)  # the whole path, tags included: exactly funasr's text
+        text, tags = split_rich_text(raw)
+        pieces = self.tokenizer.sp.id_to_piece(ids) if ids else []
+        spoken = [i for i, piece in enumerate(pieces) if not is_tag_piece(piece)]
+        firsts = (ends - lengths)[emitted].tolist()
+        lasts = ends[emitted].tolist()
+        text_ids = [ids[i] for i in spoken]
+        logprobs = no_speech = None
+        if posteriors:
+            # On the language query frame (for <|nospeech|>) and on each text token's first frame.
+            rows = self._log_posteriors(hidden, [0, *(firsts[i] for i in spoken)])
+            chosen = rows[1:].gather(1, torch.tensor(text_ids, dtype=torch.long, device=hidden.device)[:, None])
+            logprobs = tuple(chosen[:, 0].tolist())
+            no_speech = rows[0, self.no_speech_id].exp().item() if self.no_speech_id is not None else 0.0
+        return AsrResult(
+            text=text, language=tags.language, emotion=tags.emotion, event=tags.event, raw=raw,
+            tokens=tuple(text_ids), pieces=tuple(pieces[i] for i in spoken),
+            frames=tuple((firsts[i], lasts[i]) for i in spoken), logprobs=logprobs,
+            emitted=len(ids), encoder_frames=int(path.shape[0]), no_speech_prob=no_speech,
+        )
+
+    def _log_posteriors(self, hidden: torch.Tensor, frames: list[int]) -> torch.Tensor:
+        """log_softmax of the CTC head's logits on ``frames`` of one item, in float32: what funasr's
+        ``ctc.log_softmax`` gives there. Only these few rows: the whole (frames x 25055) would cost
+        as much as the head's pass again."""
+        rows = hidden[torch.tensor(frames, dtype=torch.long, device=hidden.device)]
+        if self.fast:  # the packed head's float32 weights
+            logits = torch.nn.functional.linear(rows.float(), self.best_path.weight, self.best_path.bias)
+        else:
+            logits = self.model.ctc.ctc_lo(rows)
+        return torch.log_softmax(logits.float(), dim=-1)
 
     def warm_up(self) -> None:
         self.run_batch([AsrItem(np.zeros(SAMPLE_RATE, dtype=np.float32))])

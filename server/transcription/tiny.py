@@ -133,6 +133,7 @@ def _am_mvn(dim: int = 560) -> str:
 
 @torch.no_grad()
 def _weights(config: dict, text_ids: list[int], seed: int) -> dict[str, torch.Tensor]:
+    import server.transcription.quiet_funasr  # noqa: F401 - first: keeps funasr's notices out
     from funasr.models.sense_voice.model import SenseVoiceSmall
 
     torch.manual_seed(seed)
