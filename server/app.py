@@ -9,9 +9,11 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
-from server import __version__
+from server import __version__, tei
 from server.api import health, models
+from server.api.docs import declare_bearer_auth, offline_app
 from server.api.middleware import ApiKeyGuard, BodyLimit, RequestContext
 from server.config import Settings
 from server.engine.memory import limit_onednn_cache, trim_periodically
@@ -19,6 +21,7 @@ from server.engine.runtime import Runtime
 from server.errors import StartupError, install_error_handlers
 from server.families import FAMILIES
 from server.metrics import Metrics
+from server.tei import routes as tei_routes
 from server.transcription import route as transcriptions
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if not settings.api_keys:
-            log.warning("no API keys configured: every /v1 route is open to anyone who can reach this port")
+            log.warning("no API keys configured: every API route is open to anyone who can reach this port")
         limit_onednn_cache()  # before the first forward pass: oneDNN reads it once (server/engine/memory.py)
         loader = asyncio.create_task(load(), name="load-models")
         trimmer = asyncio.create_task(trim_periodically(), name="malloc-trim")
@@ -58,7 +61,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
             trimmer.cancel()
             await runtime.close(timeout=settings.shutdown_timeout)
 
-    app = FastAPI(
+    app = offline_app(
         title="inference-server",
         version=__version__,
         summary="OpenAI/SiliconFlow-compatible embeddings, rerank and transcription on your own hardware.",
@@ -68,14 +71,24 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.state.runtime = runtime
     app.state.metrics = metrics
     install_error_handlers(app)
-    for module in (health, models, *(importlib.import_module(f.route) for f in FAMILIES.values())):
+    for module in (health, models, tei_routes, *(importlib.import_module(f.route) for f in FAMILIES.values())):
         app.include_router(module.router)
     app.include_router(health.metrics_router)
     # Added last = outermost: every response, a 401 or 413 included, carries X-Request-ID and is timed;
     # the key is checked before the body cap, and both before anything reads the body.
     upload_cap = settings.asr_max_upload_bytes + transcriptions.MULTIPART_OVERHEAD
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, per_path={transcriptions.PATH: upload_cap})
-    protected = ("/v1/", "/metrics") if settings.protect_metrics else ("/v1/",)
-    app.add_middleware(ApiKeyGuard, keys=settings.api_keys, prefixes=protected)
+    upload_refusal = f"The audio file is larger than {settings.asr_max_upload_bytes} bytes."  # the route's words
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       per_path={transcriptions.PATH: (upload_cap, upload_refusal)})
+    # The key guards /v1 and /v2 (OpenAI, SiliconFlow, Jina, Cohere) and TEI's routes, which sit at the root.
+    protected = ("/v1/", "/v2/", "/metrics") if settings.protect_metrics else ("/v1/", "/v2/")
+    app.add_middleware(ApiKeyGuard, keys=settings.api_keys, prefixes=protected, paths=tei.PATHS)
+    declare_bearer_auth(app, lambda path: path.startswith(protected) or path in tei.PATHS)
+    if settings.cors_allow_origins:
+        # Outside the key check, so a preflight is answered here and a refusal still carries the CORS
+        # headers a browser needs to show it; inside RequestContext, so both are counted and traced.
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins, allow_methods=["*"],
+                           allow_headers=["*"], max_age=600,
+                           expose_headers=["X-Request-ID", "Retry-After", "x-compute-tokens", "x-compute-characters"])
     app.add_middleware(RequestContext, metrics=metrics)
     return app

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     protect_metrics: bool = Field(
         False, description="Require an API key on /metrics too (the /health and /ready probes stay open)."
     )
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins whose web pages may call the API from a browser (CORS), comma-separated; * = any. "
+        "None = CORS off. Preflights never need the API key; the calls themselves still do.",
+    )
 
     # --- batching and limits ---
     max_batch_tokens: int = Field(
@@ -132,7 +137,7 @@ class Settings(BaseSettings):
         """The padded-token budget of one forward pass on this kind of device ("cpu" or "cuda")."""
         return self.max_batch_tokens or AUTO_BATCH_TOKENS[device_type]
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "cors_allow_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

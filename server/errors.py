@@ -1,6 +1,7 @@
 """One error hierarchy, one status table, one body shape, one handler.
 
-Every error leaves the server as OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+Every error leaves the server as OpenAI's ``{"error": {"message", "type", "param", "code"}}``, except on
+TEI's routes, where it is TEI's ``{"error", "error_type"}`` (the handler picks the body by path).
 Internal faults are a 500 with a fixed message; the details go to the log, never to the client.
 """
 
@@ -10,6 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.tei import PATHS as TEI_PATHS
 
 
 class StartupError(Exception):
@@ -125,16 +128,46 @@ def _from_validation(errors: list[dict]) -> InvalidRequest:
     return InvalidRequest(message, param=param, code="invalid_value")
 
 
+def _not_json(request: Request, errors: list[dict]) -> InvalidRequest | None:
+    """A JSON route sent another Content-Type (curl -d sends application/x-www-form-urlencoded):
+    FastAPI then validates the raw bytes, and its "Input should be a valid dictionary" hides why."""
+    if not errors or tuple(errors[0].get("loc", ())) != ("body",):
+        return None  # the body was parsed, or the route takes a form: a field of it is wrong
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return None
+    sent = f"Content-Type: {media_type}" if media_type else "no Content-Type"
+    return InvalidRequest(
+        f"The request body must be JSON, sent with the header `Content-Type: application/json` (this request "
+        f"has {sent}).",
+        code="invalid_content_type",
+    )
+
+
 def error_body(message: str, type_: str, param: str | None, code: str | None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def error_response(err: ApiError) -> JSONResponse:
-    return JSONResponse(
-        error_body(err.message, err.type, err.param, err.code),
-        status_code=err.status,
-        headers=err.headers,
-    )
+def tei_error_body(message: str, status: int, code: str | None) -> dict:
+    """TEI's body, {"error", "error_type"}, with TEI's names for what went wrong; the status stays ours."""
+    if code in ("empty", "overloaded"):
+        error_type = code.capitalize()
+    elif status == 503:
+        error_type = "Unhealthy"  # loading or shutting down
+    elif status >= 500 or status == 499:
+        error_type = "Backend"
+    else:
+        error_type = "Validation"
+    return {"error": message, "error_type": error_type}
+
+
+def error_response(err: ApiError, path: str | None = None) -> JSONResponse:
+    """OpenAI's body; on TEI's routes (``path`` in server.tei.PATHS), TEI's body, which its clients read."""
+    if path in TEI_PATHS:
+        body = tei_error_body(err.message, err.status, err.code)
+    else:
+        body = error_body(err.message, err.type, err.param, err.code)
+    return JSONResponse(body, status_code=err.status, headers=err.headers)
 
 
 # Errors raised by the framework itself (unknown path, wrong method, body cap while streaming).
@@ -143,22 +176,28 @@ _FRAMEWORK_CODES = {400: "invalid_body", 404: "not_found", 405: "method_not_allo
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, err: ApiError) -> JSONResponse:
-        return error_response(err)
+    async def _api_error(request: Request, err: ApiError) -> JSONResponse:
+        return error_response(err, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
-        return error_response(_from_validation(err.errors()))
+    async def _validation(request: Request, err: RequestValidationError) -> JSONResponse:
+        return error_response(_not_json(request, err.errors()) or _from_validation(err.errors()), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
         err_type = "invalid_request_error" if err.status_code < 500 else "server_error"
-        body = error_body(str(err.detail), err_type, None, _FRAMEWORK_CODES.get(err.status_code))
+        code = _FRAMEWORK_CODES.get(err.status_code)
+        if request.url.path in TEI_PATHS:
+            body = tei_error_body(str(err.detail), err.status_code, code)
+        else:
+            body = error_body(str(err.detail), err_type, None, code)
         return JSONResponse(body, status_code=err.status_code, headers=getattr(err, "headers", None))
 
 
 
-def internal_error_response() -> JSONResponse:
+def internal_error_response(path: str | None = None) -> JSONResponse:
     """The fixed 500: details go to the log (server/api/middleware.py), never to the client."""
+    if path in TEI_PATHS:
+        return JSONResponse(tei_error_body("Internal server error.", 500, "internal_error"), 500)
     return JSONResponse(error_body("Internal server error.", "server_error", None, "internal_error"), 500)
 

@@ -1,11 +1,12 @@
-"""Access: with API keys configured, every /v1 route (found by walking the app's routes, so a new
-route cannot slip through) refuses a missing, malformed or wrong key with OpenAI's 401; keys never
-reach the log; probes stay open."""
+"""Access: with API keys configured, every /v1 route, Cohere's /v2/rerank and TEI's routes (found by
+walking the app's routes, so a new route cannot slip through) refuse a missing, malformed or wrong key
+with a 401 (OpenAI's body; TEI's on TEI's routes); keys never reach the log; probes stay open."""
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 
 import httpx
 import numpy as np
@@ -13,10 +14,18 @@ import pytest
 from conftest import live_server
 from starlette.routing import Mount
 
+from server.tei import PATHS as TEI_PATHS
+
 KEYS = ["sk-first-0123456789abcdef", "sk-second-fedcba9876543210"]
 # Routes that are deliberately open. Anything else outside /v1 makes the walk below fail: decide
 # whether it needs a key, then list it here or move it under /v1.
 OPEN_ROUTES = {"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# Keyed routes outside /v1: other APIs' paths (Cohere's v2, TEI's at the root).
+KEYED_OUTSIDE_V1 = {"/v2/rerank", *TEI_PATHS}
+
+
+def keyed_route(path: str) -> bool:
+    return path.startswith("/v1") or path in KEYED_OUTSIDE_V1
 
 
 def walk_routes(routes, prefix: str = ""):
@@ -38,6 +47,9 @@ def walk_routes(routes, prefix: str = ""):
 def assert_401(response: httpx.Response, where: str) -> None:
     assert response.status_code == 401, (where, response.status_code, response.text[:200])
     body = response.json()
+    if response.request.url.path in TEI_PATHS:  # TEI's clients read TEI's body
+        assert set(body) == {"error", "error_type"} and body["error"], body
+        return
     assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
     assert body["error"]["type"] == "authentication_error" and body["error"]["code"] == "invalid_api_key", body
     for key in KEYS:
@@ -65,10 +77,13 @@ def test_every_v1_route_is_found_by_the_walk(keyed):
     v1 = {path for path in found if path.startswith("/v1")}
     assert {"/v1/models", "/v1/embeddings", "/v1/rerank", "/v1/audio/transcriptions"} <= v1
     outside = {path for path in found if not path.startswith("/v1/")}
-    assert outside <= OPEN_ROUTES, f"routes outside /v1 that nobody decided about: {outside - OPEN_ROUTES}"
+    decided = OPEN_ROUTES | KEYED_OUTSIDE_V1
+    assert outside <= decided, f"routes outside /v1 that nobody decided about: {outside - decided}"
+    assert KEYED_OUTSIDE_V1 <= outside
     with keyed.client() as client:
         documented = {p for p in client.get("/openapi.json").json()["paths"] if p.startswith("/v1")}
-    assert documented <= v1, documented - v1
+    templates = {re.sub(r"\{(\w+):\w+\}", r"{\1}", path) for path in v1}  # /v1/models/{model:path}
+    assert documented <= templates, documented - templates
 
 
 BAD_AUTH = {
@@ -92,7 +107,7 @@ BAD_AUTH = {
 
 
 def test_every_v1_route_refuses_a_missing_malformed_or_wrong_key(keyed):
-    routes = [(path, method) for path, methods in walk_routes(keyed.app.routes) if path.startswith("/v1")
+    routes = [(path, method) for path, methods in walk_routes(keyed.app.routes) if keyed_route(path)
               for method in sorted(methods)]
     checked = 0
     with keyed.client() as client:

@@ -7,11 +7,11 @@ import time
 import uuid
 
 from fastapi import HTTPException
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.auth import check_authorization
-from server.errors import ApiError, error_body, error_response, internal_error_response
+from server.api.route_labels import RouteLabels
+from server.errors import ApiError, PayloadTooLarge, error_response, internal_error_response
 from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ class RequestContext:
     def __init__(self, app: ASGIApp, metrics: Metrics):
         self.app = app
         self.metrics = metrics
+        self.route_label = RouteLabels()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,50 +52,56 @@ class RequestContext:
             if status_sent:
                 raise
             status = 500
-            await internal_error_response()(scope, receive, send_with_id)
+            await internal_error_response(scope.get("path"))(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.metrics.request_seconds.labels(path, str(status)).observe(time.perf_counter() - started)
+            route = self.route_label(scope)
+            self.metrics.request_seconds.labels(route, str(status)).observe(time.perf_counter() - started)
 
 
 class ApiKeyGuard:
-    """401 on protected paths without a right Bearer key, before anything reads the body."""
+    """401 on protected paths (under ``prefixes``, or one of ``paths``) without a right Bearer key,
+    before anything reads the body. A CORS preflight (OPTIONS) never carries the key, by the Fetch
+    standard, so OPTIONS passes: it reads nothing and runs nothing."""
 
-    def __init__(self, app: ASGIApp, keys: list[str], prefixes: tuple[str, ...]):
+    def __init__(self, app: ASGIApp, keys: list[str], prefixes: tuple[str, ...],
+                 paths: frozenset[str] = frozenset()):
         self.app = app
         self.keys = keys
         self.prefixes = prefixes
+        self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.keys and scope["path"].startswith(self.prefixes):
+        path = scope.get("path", "")
+        if (scope["type"] == "http" and self.keys and scope["method"] != "OPTIONS"
+                and (path.startswith(self.prefixes) or path in self.paths)):
             header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             try:
                 check_authorization(header, self.keys)
             except ApiError as err:
-                return await error_response(err)(scope, receive, send)
+                return await error_response(err, path)(scope, receive, send)
         await self.app(scope, receive, send)
 
 
 class BodyLimit:
     """413 for a body over the cap of its path (``per_path``, else ``max_bytes``), checked on
     Content-Length and again while it streams in, so a chunked upload cannot make the server hold
-    more than the cap."""
+    more than the cap.
 
-    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None):
+    ``per_path`` maps a path to its cap and the refusal's message: an upload's cap leaves room for
+    the multipart framing around the file, and the message states the documented limit, not the cap."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, tuple[int, str]] | None = None):
         self.app = app
-        self.max_bytes = max_bytes
+        self.default = (max_bytes, f"The request body is larger than {max_bytes} bytes.")
         self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = self.per_path.get(scope["path"], self.max_bytes)
-        message = f"The request body is larger than {limit} bytes."
+        limit, message = self.per_path.get(scope["path"], self.default)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            body = error_body(message, "invalid_request_error", None, "payload_too_large")
-            return await JSONResponse(body, 413)(scope, receive, send)
+            return await error_response(PayloadTooLarge(message), scope["path"])(scope, receive, send)
         seen = 0
 
         async def counting_receive() -> Message:

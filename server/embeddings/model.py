@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from server.errors import StartupError
 from server.models.cpu_bf16 import XlmrEncoder, fast_path
@@ -23,11 +24,12 @@ class EmbedItem:
     input_ids: list[int]  # with <s> ... </s>
     sparse: bool = False
     colbert: bool = False
+    normalize: bool = True  # False: the dense vector before L2 normalization (TEI's normalize=false)
 
 
 @dataclass
 class EmbedResult:
-    dense: np.ndarray  # float32, L2-normalized
+    dense: np.ndarray  # float32, L2-normalized unless the item asked otherwise
     sparse: dict[int, float] | None = None  # token id -> weight, as FlagEmbedding's lexical_weights
     colbert: np.ndarray | None = None  # (tokens - 1, dim) float32, L2-normalized rows
 
@@ -50,6 +52,9 @@ class BgeM3:
             raise StartupError(f"Could not load bge-m3 from {path}: {type(err).__name__}: {err}") from err
         self.tokenizer = reference.tokenizer
         self.model = reference.model.to(device=device, dtype=dtype).eval()
+        # run_batch normalizes, with the same F.normalize the module would apply, so that an item may
+        # also have its dense vector as it was before normalization.
+        self.model.normalize_embeddings = False
         if fast_path(device, dtype):
             # bfloat16 on CPU: packed oneDNN GEMMs around a float32 residual stream (cpu_bf16); the
             # heads (a few GEMMs per token at most) run in float32 on its float32 output.
@@ -100,12 +105,14 @@ class BgeM3:
         out = self.model(
             features, return_dense=True, return_sparse=want_sparse, return_colbert_vecs=want_colbert
         )
-        dense = out["dense_vecs"].float().cpu().numpy()
+        raw = out["dense_vecs"]
+        dense = F.normalize(raw, dim=-1).float().cpu().numpy()
+        unnormalized = raw.float().cpu().numpy() if not all(it.normalize for it in items) else None
         weights = out["sparse_vecs"].squeeze(-1).float().cpu().numpy() if want_sparse else None
-        colbert = out["colbert_vecs"].float().cpu().numpy() if want_colbert else None
+        colbert = F.normalize(out["colbert_vecs"], dim=-1).float().cpu().numpy() if want_colbert else None
         results = []
         for row, item in enumerate(items):
-            result = EmbedResult(dense=dense[row])
+            result = EmbedResult(dense=dense[row] if item.normalize else unnormalized[row])
             if item.sparse:
                 result.sparse = self._lexical_weights(weights[row], item.input_ids)
             if item.colbert:

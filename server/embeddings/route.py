@@ -1,4 +1,5 @@
-"""POST /v1/embeddings (OpenAI shape)."""
+"""POST /v1/embeddings (OpenAI shape); the family's router also carries TEI's /embed, / and
+/embed_sparse (server/embeddings/tei.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from starlette.responses import Response
 
 from server.api.responses import json_response, runtime
 from server.api.schema import ERROR_RESPONSES
-from server.embeddings import SPEC
+from server.embeddings import SPEC, tei
 from server.embeddings.schema import EmbeddingRequest, EmbeddingResponse
 
 router = APIRouter()
+router.include_router(tei.router)
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=ERROR_RESPONSES, tags=["embeddings"])

@@ -6,13 +6,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from server.api.nulls import NullMeansDefault
 from server.api.schema import PRIORITY_DESCRIPTION, Text
 from server.engine.fair_queue import Priority
 
 TokenIds = list[Annotated[StrictInt, Field(ge=0)]]
 
 
-class EmbeddingRequest(BaseModel):
+class EmbeddingRequest(NullMeansDefault):
     # Unknown fields are ignored, as clients (LangChain, LlamaIndex) send a few of their own.
     model_config = ConfigDict(extra="ignore")
 
@@ -38,13 +39,16 @@ class EmbeddingRequest(BaseModel):
     return_colbert: bool = Field(
         False, description="Extension: add `colbert_embedding`, one normalized vector per token after <s>."
     )
+    normalize: bool = Field(
+        True, description="Extension (TEI's): false returns the dense vector before L2 normalization."
+    )
     priority: Priority = Field("normal", description=PRIORITY_DESCRIPTION)
 
 
 class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | str = Field(description="Dense, L2-normalized; base64 string if asked.")
+    embedding: list[float] | str = Field(description="Dense, L2-normalized unless asked; base64 string if asked.")
     sparse_embedding: dict[str, float] | None = Field(
         None, description="Extension, with return_sparse: lexical weights keyed by token id or text."
     )

@@ -1,5 +1,6 @@
 """Request preparation for /v1/embeddings: validate, tokenize (off the event loop), check lengths,
-queue one batcher item per input, and shape the answer."""
+queue one batcher item per input, and shape the answer. TEI's /embed and /embed_sparse are
+translated onto ``EmbeddingService.create`` (server/embeddings/tei.py)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ class EmbeddingService:
         token_ids = await self.batcher.gate.run_preparation(self._tokenize, inputs, req.truncate)
         token_ids = [self._fit(ids, i, req.truncate) for i, ids in enumerate(token_ids)]
 
-        items = [(EmbedItem(ids, sparse=req.return_sparse, colbert=req.return_colbert), len(ids)) for ids in token_ids]
+        items = [(EmbedItem(ids, sparse=req.return_sparse, colbert=req.return_colbert, normalize=req.normalize),
+                  len(ids)) for ids in token_ids]
         results: list[EmbedResult] = await gather_results(self.batcher.submit(items, req.priority), self.timeout, is_gone)
 
         tokens = sum(len(ids) for ids in token_ids)

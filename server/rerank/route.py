@@ -1,4 +1,5 @@
-"""POST /v1/rerank (SiliconFlow shape)."""
+"""POST /v1/rerank (SiliconFlow shape, with Jina's and Cohere's usage fields); the family's router
+also carries its other dialects: Cohere's POST /v2/rerank and TEI's POST /rerank."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from starlette.responses import Response
 
 from server.api.responses import json_response, runtime
 from server.api.schema import ERROR_RESPONSES
-from server.rerank import SPEC
+from server.rerank import SPEC, cohere, tei
 from server.rerank.schema import RerankRequest, RerankResponse
 
 router = APIRouter()
+router.include_router(cohere.router)
+router.include_router(tei.router)
 
 
 @router.post("/v1/rerank", response_model=RerankResponse, responses=ERROR_RESPONSES, tags=["rerank"])

@@ -1,9 +1,12 @@
-"""POST /v1/rerank: SiliconFlow's request and response (documents may also be Jina/Cohere {"text"} objects)."""
+"""POST /v1/rerank: SiliconFlow's request and response (documents may also be Jina/Cohere {"text"}
+objects), with the usage shapes of Jina (``usage``) and Cohere (``meta``) beside SiliconFlow's ``tokens``,
+so each of those clients finds the figures it reads."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from server.api.nulls import NullMeansDefault
 from server.api.schema import PRIORITY_DESCRIPTION, Text
 from server.engine.fair_queue import Priority
 
@@ -14,19 +17,26 @@ class DocumentObject(BaseModel):
     text: Text
 
 
-class RerankRequest(BaseModel):
+class RerankRequest(NullMeansDefault):
     model_config = ConfigDict(extra="ignore")
 
     model: Text = Field(description="BAAI/bge-reranker-v2-m3 or bge-reranker-v2-m3.")
     query: Text = Field(description="The query the documents are ranked against.")
     documents: list[Text | DocumentObject] = Field(description="Texts, or {\"text\": ...} objects.")
-    top_n: StrictInt = Field(4, ge=1, description="How many results to return; more than the documents = all.")
+    top_n: StrictInt | None = Field(
+        4, ge=1, description="How many results to return; more than the documents, or null, = all.")
     return_documents: bool = Field(False, description="Include each document's text in its result.")
     max_chunks_per_doc: StrictInt = Field(
         1024, ge=1, description="Windows a long document is cut into at most; the rest of it is not scored."
     )
     overlap_tokens: StrictInt = Field(
         80, ge=0, le=MAX_OVERLAP_TOKENS, description="Tokens consecutive windows of one document share."
+    )
+    max_tokens_per_doc: StrictInt | None = Field(
+        None, ge=1, description="Extension (Cohere's): score only each document's first N tokens; null = all of it."
+    )
+    raw_scores: bool = Field(
+        False, description="Extension (TEI's): relevance_score is the best window's logit, not its sigmoid."
     )
     priority: Priority = Field("normal", description=PRIORITY_DESCRIPTION)
 
@@ -38,7 +48,8 @@ class RerankDocument(BaseModel):
 class RerankResult(BaseModel):
     document: RerankDocument | None = Field(None, description="Only with return_documents.")
     index: int = Field(description="Position in the request's documents.")
-    relevance_score: float = Field(description="sigmoid(logit) of the document's best window, in (0, 1).")
+    relevance_score: float = Field(
+        description="sigmoid(logit) of the document's best window, in (0, 1); the logit itself with raw_scores.")
 
 
 class RerankTokens(BaseModel):
@@ -46,7 +57,28 @@ class RerankTokens(BaseModel):
     output_tokens: int = 0
 
 
+class RerankUsage(BaseModel):
+    """Jina's usage: the same count as ``tokens.input_tokens``."""
+
+    total_tokens: int
+    prompt_tokens: int
+
+
+class BilledUnits(BaseModel):
+    search_units: int = Field(
+        description="Cohere's unit: one per 100 (query, window) pairs, a window counting as a document.")
+
+
+class RerankMeta(BaseModel):
+    """Cohere's meta: ``tokens`` is SiliconFlow's count again."""
+
+    billed_units: BilledUnits
+    tokens: RerankTokens
+
+
 class RerankResponse(BaseModel):
     id: str
     results: list[RerankResult]
     tokens: RerankTokens
+    usage: RerankUsage
+    meta: RerankMeta

@@ -1,6 +1,7 @@
 """Request preparation for /v1/rerank: tokenize, cut long documents into overlapping windows that
 fit the reranker's pair length, queue every (query, window) pair on the batcher, and score each
-document by its best window.
+document by its best window. The other rerank dialects (Cohere's /v2/rerank, TEI's /rerank) are
+translated onto ``RerankService.rerank`` and reshape its answer.
 
 The rules (documented in the README):
 * The query is cut to 3/4 of the pair length, as FlagReranker does (``query_max_length``), so a
@@ -9,6 +10,7 @@ The rules (documented in the README):
   ``n <= room``; else windows of ``room`` tokens start every ``room - overlap`` tokens until one
   reaches the end, at most ``max_chunks_per_doc`` of them (the rest of the document is not scored).
   The overlap is capped at half the room so windows always advance.
+* ``max_tokens_per_doc`` (Cohere's) keeps only a document's first N tokens before it is windowed.
 """
 
 from __future__ import annotations
@@ -45,6 +47,17 @@ def sigmoid(x: float) -> float:
         return 1.0 / (1.0 + math.exp(-x))
     e = math.exp(x)
     return e / (1.0 + e)
+
+
+def usage(tokens: int, pairs: int) -> dict:
+    """The token count in each rerank dialect's words: SiliconFlow's ``tokens``, Jina's ``usage``,
+    Cohere's ``meta`` (a search unit is 100 documents, each window of a long one counting as one)."""
+    return {
+        "tokens": {"input_tokens": tokens, "output_tokens": 0},
+        "usage": {"total_tokens": tokens, "prompt_tokens": tokens},
+        "meta": {"billed_units": {"search_units": math.ceil(pairs / 100)},
+                 "tokens": {"input_tokens": tokens, "output_tokens": 0}},
+    }
 
 
 class RerankService:
@@ -86,7 +99,7 @@ class RerankService:
         best = [-math.inf] * len(texts)
         for owner, logit in zip(owners, logits):
             best[owner] = max(best[owner], logit)
-        scores = [sigmoid(b) for b in best]
+        scores = best if req.raw_scores else [sigmoid(b) for b in best]
         ranked = sorted(range(len(texts)), key=lambda i: -scores[i])[: req.top_n]  # stable: ties keep order
         results = []
         for i in ranked:
@@ -94,7 +107,7 @@ class RerankService:
             if req.return_documents:
                 result = {"document": {"text": texts[i]}, **result}
             results.append(result)
-        return {"id": uuid.uuid4().hex, "results": results, "tokens": {"input_tokens": tokens, "output_tokens": 0}}
+        return {"id": uuid.uuid4().hex, "results": results, **usage(tokens, len(pairs))}
 
     def _pairs(self, req: RerankRequest, texts: list[str]) -> tuple[list[list[int]], list[int]]:
         """Every (query, window) pair as model input ids, with the document each belongs to."""
@@ -102,9 +115,12 @@ class RerankService:
         query_ids = self.model.tokenize([req.query], query_chars)[0][: self.max_query_tokens]
         room = self.max_length - len(query_ids) - self.model.pair_overhead
         pairs, owners = [], []
-        # Text past what max_chunks_per_doc windows can hold is never scored: do not tokenize it.
-        max_chars = (req.max_chunks_per_doc * room + 1) * self.model.max_piece_chars
+        # Text past what max_chunks_per_doc windows (or max_tokens_per_doc) can hold is never scored:
+        # do not tokenize it.
+        max_doc_tokens = min(req.max_chunks_per_doc * room, req.max_tokens_per_doc or math.inf)
+        max_chars = (max_doc_tokens + 1) * self.model.max_piece_chars
         for index, doc_ids in enumerate(self.model.tokenize(texts, max_chars)):
+            doc_ids = doc_ids[: req.max_tokens_per_doc]  # [:None] keeps it all
             for start, end in plan_windows(len(doc_ids), room, req.overlap_tokens, req.max_chunks_per_doc):
                 pairs.append(self.model.pair(query_ids, doc_ids[start:end]))
                 owners.append(index)

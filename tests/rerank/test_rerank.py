@@ -216,7 +216,8 @@ def test_the_seed_curl_example_as_written(server):
             "Authorization": "Bearer sk-test", "Content-Type": "application/json"})
     assert response.status_code == 200
     got = response.json()
-    assert set(got) == {"id", "results", "tokens"} and isinstance(got["id"], str)
+    # SiliconFlow's keys, with Jina's `usage` and Cohere's `meta` beside them (tests/rerank/test_rerank_dialects.py).
+    assert set(got) == {"id", "results", "tokens", "usage", "meta"} and isinstance(got["id"], str)
     assert set(got["tokens"]) == {"input_tokens", "output_tokens"}
     assert sorted(r["index"] for r in got["results"]) == [0, 1, 2, 3]
     for r in got["results"]:
@@ -287,4 +288,6 @@ def test_request_limits_are_settings(reranker_dir):
 def test_priority_is_accepted_and_changes_no_score(server):
     body = {"query": "where do pandas live", "documents": ["bamboo forests", "the sea", "mountains"], "top_n": 3}
     scores = {p: rerank(server, {**body, "priority": p})["results"] for p in ("interactive", "normal", "background")}
-    assert scores["interactive"] == scores["normal"] == scores["background"]
+    for p in ("interactive", "background"):  # equal up to float noise: batch mates may differ
+        assert [r["index"] for r in scores[p]] == [r["index"] for r in scores["normal"]]
+        assert all(abs(a["relevance_score"] - b["relevance_score"]) < 1e-6 for a, b in zip(scores[p], scores["normal"]))
