@@ -91,9 +91,9 @@ class Settings(BaseSettings):
         "counting the pass's fixed cost, which the batcher learns (padding is wasted compute).",
     )
     max_pass_seconds: float = Field(
-        2.0, ge=0, description="A forward pass stops growing once the batcher's fit of past passes says it would "
+        3.0, ge=0, description="A forward pass stops growing once the batcher's fit of past passes says it would "
         "take longer (0 = no bound; one item always runs): a request that arrives mid-pass waits for the pass in "
-        "flight, and at full size on a CPU a pass over the whole batch budget takes a minute.",
+        "flight, and at full size on a CPU a pass over the whole audio budget takes 16 s.",
     )
     batch_scheduling: Literal["fair", "fifo"] = Field(
         "fair", description="fair: every request with work waiting gets its share of each forward pass, weighed by "
