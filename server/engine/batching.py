@@ -247,16 +247,19 @@ class Batcher(Generic[P, R]):
         rest = sorted(window[1:], key=lambda it: it.cost)
         chosen, longest, total = [head], head.cost, head.cost
         own_rows, own_longest = 1, head.cost  # the head's request's share of the pass
-        fixed = self._times.fixed_cost
-        self.stats.fixed_cost = fixed
         self._pass_budget = min(self.max_batch_cost, self._times.padded_within(self.max_pass_seconds)
                                 if self.max_pass_seconds else math.inf)
+        bulk = self._needing_more_passes(rest)
+        fixed = self._times.fixed_cost
+        self.stats.fixed_cost = fixed
         while len(chosen) < self.max_batch_size:
-            # The head's request waits for the whole pass: others' items join only while the pass
-            # takes at most latency_stretch times what its own items would take alone.
+            # The head's request waits for the whole pass: items of requests with more work queued
+            # beyond this window (bulk work, which needs later passes anyway) join only while the
+            # pass takes at most latency_stretch times what the head's own items would alone.
+            # Requests that finish in this pass (many lone clips) batch freely, as they always did.
             cap = self.latency_stretch * (fixed + own_rows * own_longest) - fixed if self.fair else math.inf
-            allowed = [it for it in rest
-                       if it.flow is head.flow or (len(chosen) + 1) * max(longest, it.cost) <= cap]
+            allowed = [it for it in rest if it.flow is head.flow or it.flow not in bulk
+                       or (len(chosen) + 1) * max(longest, it.cost) <= cap]
             # A request's items that match the batch's lengths best fill its seats; then any item.
             seated = [it for it in allowed if seats[it.flow] > 0]
             pick = (self._least_padding(seated, len(chosen), longest, total, fixed)
@@ -272,6 +275,14 @@ class Batcher(Generic[P, R]):
         self._queue.give_back(rest)
         self._queue.mark_served(chosen)
         return chosen
+
+    def _needing_more_passes(self, items: list[QueuedItem]) -> set:
+        """The requests among ``items`` that cannot finish in one pass: more of them is queued, or
+        what is here exceeds the pass's budget."""
+        cost: Counter = Counter()
+        for item in items:
+            cost[item.flow] += item.cost
+        return {flow for flow, total in cost.items() if flow.front() is not None or total > self._pass_budget}
 
     def _fair_share(self, window: list[QueuedItem]) -> list[QueuedItem]:
         """What the pass would hold if it took the fair order as it stands, lengths aside: the head

@@ -284,3 +284,21 @@ def test_passes_are_bounded_by_time_once_their_cost_is_learnt():
     learnt, sizes = asyncio.run(go())
     assert learnt >= 8
     assert sum(sizes) == 24 and max(sizes) <= 4 and sizes[0] >= 2, sizes
+
+
+def test_lone_requests_of_equal_cost_still_fill_a_pass():
+    """Eight clients each waiting on one clip: the latency stretch keeps bulk work out of a short
+    request's pass, not other requests that finish in it, so all eight share one pass."""
+
+    async def go():
+        model = RecordingModel()
+        b = make(model, max_batch_cost=24_000, max_batch_size=32)
+        b.start()
+        blocker = await _first_pass_running(model, b, [("blocker", 1)])
+        clips = [f for i in range(8) for f in b.submit([(f"clip{i}", 1000)])]
+        model.release.set()
+        await asyncio.gather(*blocker, *clips)
+        await b.close()
+        return model.batches[1:]
+
+    assert asyncio.run(go()) == [[f"clip{i}" for i in range(8)]]
