@@ -242,13 +242,13 @@ class Batcher(Generic[P, R]):
         if not window:
             return []
         head = window[0]
+        self._pass_budget = min(self.max_batch_cost, self._times.padded_within(self.max_pass_seconds)
+                                if self.max_pass_seconds else math.inf)
         seats = Counter(it.flow for it in self._fair_share(window)) if self.fair else Counter()
         seats[head.flow] -= 1
         rest = sorted(window[1:], key=lambda it: it.cost)
         chosen, longest, total = [head], head.cost, head.cost
         own_rows, own_longest = 1, head.cost  # the head's request's share of the pass
-        self._pass_budget = min(self.max_batch_cost, self._times.padded_within(self.max_pass_seconds)
-                                if self.max_pass_seconds else math.inf)
         bulk = self._needing_more_passes(rest)
         fixed = self._times.fixed_cost
         self.stats.fixed_cost = fixed
@@ -290,7 +290,7 @@ class Batcher(Generic[P, R]):
         share, cost = [], 0
         for item in window[: self.max_batch_size]:
             cost += item.cost
-            if share and cost > self.max_batch_cost:
+            if share and cost > self._pass_budget:
                 break
             share.append(item)
         return share

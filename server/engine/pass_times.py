@@ -30,15 +30,23 @@ class ForwardTimeFit:
         self.sxx = d * self.sxx + padded_cost * padded_cost
         self.sxy = d * self.sxy + padded_cost * seconds
 
-    @property
-    def fixed_cost(self) -> float:
+    def _line(self) -> tuple[float, float] | None:
+        """(fixed seconds, seconds per unit) of the fitted line; None until enough passes of
+        different enough sizes are seen to tell the two apart."""
         if self.n < 8:
-            return 0.0
+            return None
         spread = self.n * self.sxx - self.sx * self.sx  # n^2 x variance of the sizes
         if spread <= (0.1 * self.sx) ** 2:  # sizes within ~10% of each other: no slope to read
-            return 0.0
+            return None
         per_unit = (self.n * self.sxy - self.sx * self.sy) / spread
-        fixed = (self.sy - per_unit * self.sx) / self.n
+        return (self.sy - per_unit * self.sx) / self.n, per_unit
+
+    @property
+    def fixed_cost(self) -> float:
+        line = self._line()
+        if line is None:
+            return 0.0
+        fixed, per_unit = line
         return fixed / per_unit if per_unit > 0 and fixed > 0 else 0.0
 
     def padded_within(self, seconds: float) -> float:
@@ -47,9 +55,8 @@ class ForwardTimeFit:
         (fixed cost included), which overestimates bigger passes: the bound errs small."""
         if self.n < 8 or self.sy <= 0:
             return math.inf
-        spread = self.n * self.sxx - self.sx * self.sx
-        per_unit = (self.n * self.sxy - self.sx * self.sy) / spread if spread > (0.1 * self.sx) ** 2 else 0.0
-        if per_unit <= 0:
+        line = self._line()
+        if line is None or line[1] <= 0:
             return seconds * self.sx / self.sy
-        fixed = max(0.0, (self.sy - per_unit * self.sx) / self.n)
-        return max(0.0, (seconds - fixed) / per_unit)
+        fixed, per_unit = line
+        return max(0.0, (seconds - max(0.0, fixed)) / per_unit)
