@@ -49,15 +49,23 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-# Documented on every /v1 route so the OpenAPI schema states the error shape.
-ERROR_RESPONSES = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in {
-        400: "Invalid request.",
-        401: "Missing or wrong API key.",
-        404: "Unknown model.",
-        413: "Request too large.",
-        503: "Overloaded (with Retry-After), loading, or shutting down.",
-        504: "Timed out waiting for results.",
-    }.items()
+# The statuses every model route may answer besides 200, whatever the API shape.
+ERROR_STATUSES = {
+    400: "Invalid request.",
+    401: "Missing or wrong API key.",
+    404: "Unknown model.",
+    413: "Request too large.",
+    503: "Overloaded (with Retry-After), loading, or shutting down.",
+    504: "Timed out waiting for results.",
 }
+
+
+def error_responses(body: type[BaseModel], **descriptions: str) -> dict:
+    """The OpenAPI ``responses`` of a route: every error status with its body; ``descriptions``
+    (``s400="..."``) word a status for that API."""
+    return {status: {"model": body, "description": descriptions.get(f"s{status}", text)}
+            for status, text in ERROR_STATUSES.items()}
+
+
+# Documented on every /v1 route so the OpenAPI schema states the error shape.
+ERROR_RESPONSES = error_responses(ErrorResponse)

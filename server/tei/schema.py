@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from server.api.nulls import NullMeansDefault
-from server.api.schema import Text
+from server.api.schema import Text, error_responses
 
 # TEI's ErrorType, serialized as its Rust enum names.
 ErrorType = Literal["Unhealthy", "Backend", "Overloaded", "Validation", "Tokenizer", "Empty"]
@@ -19,17 +19,10 @@ class TeiError(BaseModel):
 
 
 # Documented on every TEI route; the statuses are this server's (see the README), the body TEI's.
-TEI_ERROR_RESPONSES = {
-    status: {"model": TeiError, "description": text}
-    for status, text in {
-        400: "Invalid request (error_type Validation, or Empty for an empty batch).",
-        401: "Missing or wrong API key.",
-        404: "The model is not served here.",
-        413: "Request too large.",
-        503: "Overloaded (with Retry-After), loading, or shutting down.",
-        504: "Timed out waiting for results.",
-    }.items()
-}
+TEI_ERROR_RESPONSES = error_responses(
+    TeiError, s400="Invalid request (error_type Validation, or Empty for an empty batch).",
+    s404="The model is not served here.",
+)
 
 TruncationDirection = Literal["Left", "Right", "left", "right"]
 
