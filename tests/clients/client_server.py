@@ -4,9 +4,13 @@ conftest.py would replace tests/conftest.py's module under pytest's default impo
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import ModuleType
 
+import pytest
 from conftest import LiveServer, live_server
 
 KEY = "sk-local"
@@ -15,6 +19,14 @@ EMBEDDING_MODEL = "bge-m3"
 RERANK_MODEL = "BAAI/bge-reranker-v2-m3"
 TEXTS = ["The giant panda is a bear.", "大熊猫是一种熊。", "Rivers flow into the sea."]
 QUERY = "What is a panda?"
+
+
+def client_module(name: str) -> ModuleType:
+    """A client from the [clients] extra. Without the extra its tests skip, saying how to install
+    it; in CI (which installs the extra) a missing client is an error, never a silent skip."""
+    if os.environ.get("CI"):
+        return importlib.import_module(name)
+    return pytest.importorskip(name, reason=f"{name} comes with the [clients] extra: pip install -e '.[clients]'")
 
 
 @contextmanager

@@ -7,7 +7,9 @@ import math
 
 import pytest
 
-cohere = pytest.importorskip("cohere")
+from client_server import client_module  # noqa: E402 - after the environment it needs
+
+cohere = client_module("cohere")
 
 from client_server import KEY, QUERY, RERANK_MODEL, TEXTS, rerank, scores, serving
 

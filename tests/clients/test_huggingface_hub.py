@@ -3,11 +3,9 @@ posts to the root (TEI's alias of /embed), get_endpoint_info reads /info, health
 
 from __future__ import annotations
 
+import huggingface_hub  # noqa: E402 - a dependency of the project or of its [test] extra
 import numpy as np
 import pytest
-
-huggingface_hub = pytest.importorskip("huggingface_hub")
-
 from client_server import AUTH, KEY, TEXTS, close, serving, vectors
 
 

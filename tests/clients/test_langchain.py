@@ -14,6 +14,7 @@ from client_server import (
     QUERY,
     RERANK_MODEL,
     TEXTS,
+    client_module,
     close,
     rerank,
     serving,
@@ -29,7 +30,7 @@ def server(bge_m3_dir, reranker_dir):
 
 
 def test_openai_embeddings_offline(server):
-    langchain_openai = pytest.importorskip("langchain_openai")
+    langchain_openai = client_module("langchain_openai")
     # check_embedding_ctx_length=False: by default LangChain downloads OpenAI's tiktoken vocabulary and
     # sends OpenAI token ids, which mean nothing to bge-m3; off, it sends the texts.
     client = langchain_openai.OpenAIEmbeddings(model="bge-m3", base_url=f"{server.url}/v1", api_key=KEY,
@@ -41,7 +42,7 @@ def test_openai_embeddings_offline(server):
 
 
 def test_jina_rerank_with_null_top_n(server, monkeypatch):
-    jina_rerank = pytest.importorskip("langchain_community.document_compressors.jina_rerank")
+    jina_rerank = client_module("langchain_community.document_compressors.jina_rerank")
     from langchain_core.documents import Document
 
     # JinaRerank has no base-URL option: its endpoint is this module constant, read at each call.

@@ -12,9 +12,9 @@ import pytest
 
 # LiteLLM fetches its model price list from the internet at import unless told to use its local copy.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-litellm = pytest.importorskip("litellm")
+from client_server import client_module  # noqa: E402 - after the environment it needs
 
-from conftest import live_server
+litellm = client_module("litellm")
 
 from client_server import (
     KEY,
@@ -26,6 +26,7 @@ from client_server import (
     rerank,
     serving,
 )
+from conftest import live_server
 
 
 @pytest.fixture(scope="module")

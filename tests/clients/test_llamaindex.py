@@ -9,6 +9,7 @@ from client_server import (
     QUERY,
     RERANK_MODEL,
     TEXTS,
+    client_module,
     close,
     rerank,
     serving,
@@ -24,7 +25,7 @@ def server(bge_m3_dir, reranker_dir):
 
 
 def test_text_embeddings_inference(server):
-    tei = pytest.importorskip("llama_index.embeddings.text_embeddings_inference")
+    tei = client_module("llama_index.embeddings.text_embeddings_inference")
     client = tei.TextEmbeddingsInference(model_name="BAAI/bge-m3", base_url=server.url, auth_token=KEY)
     docs = client.get_text_embedding_batch(TEXTS)
     assert all(close(d, w) for d, w in zip(docs, vectors(server, TEXTS)))
@@ -33,7 +34,7 @@ def test_text_embeddings_inference(server):
 
 @pytest.mark.parametrize("encoding_format", ["float", "base64"])
 def test_siliconflow_embedding(server, encoding_format):
-    siliconflow = pytest.importorskip("llama_index.embeddings.siliconflow")
+    siliconflow = client_module("llama_index.embeddings.siliconflow")
     client = siliconflow.SiliconFlowEmbedding(model="BAAI/bge-m3", api_key=KEY, max_retries=0,
                                               base_url=f"{server.url}/v1/embeddings", encoding_format=encoding_format)
     docs = client.get_text_embedding_batch(TEXTS)
@@ -41,7 +42,7 @@ def test_siliconflow_embedding(server, encoding_format):
 
 
 def test_siliconflow_rerank(server):
-    siliconflow_rerank = pytest.importorskip("llama_index.postprocessor.siliconflow_rerank")
+    siliconflow_rerank = client_module("llama_index.postprocessor.siliconflow_rerank")
     from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
     client = siliconflow_rerank.SiliconFlowRerank(model=RERANK_MODEL, api_key=KEY, top_n=2,

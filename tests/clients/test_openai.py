@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 
 import numpy as np
+import openai  # noqa: E402 - a dependency of the project or of its [test] extra
 import pytest
-
-openai = pytest.importorskip("openai")
-
 from client_server import KEY, TEXTS, close, embeddings, serving
 
 
