@@ -90,12 +90,20 @@ class BatcherStats:
     fixed_cost: float = 0.0  # not a counter: the current estimate of a pass's fixed cost, in cost units
 
 
+# What cuBLAS, cuDNN and the caching allocator say when an allocation fails outside the allocator's
+# own check: these arrive as a plain RuntimeError, not torch.cuda.OutOfMemoryError.
+_CUDA_ALLOCATION_FAILURES = ("CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED",
+                             "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE", "cudaErrorMemoryAllocation")
+
+
 def is_cuda_oom(err: BaseException) -> bool:
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
         return False
-    return isinstance(err, torch.cuda.OutOfMemoryError)
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and any(text in str(err) for text in _CUDA_ALLOCATION_FAILURES)
 
 
 def _free_cuda_cache() -> None:
@@ -320,25 +328,38 @@ class Batcher(Generic[P, R]):
         return padded <= self._pass_budget and efficiency >= self.min_padding_efficiency
 
     def _run_isolated(self, payloads: list[P]) -> list[R | BaseException]:
-        """Runs on the worker thread. A failing batch is bisected until the failing items stand alone."""
+        """Runs on the worker thread. A failing batch is bisected until the failing items stand alone.
+
+        The halves run after the ``except`` block has ended: an exception's traceback holds the
+        frames of the failed pass, and with them its tensors, so halves run inside the handler
+        would find the memory the failed pass took still allocated (and fail again near capacity).
+        The cache is emptied only then, once those tensors are gone."""
         try:
             results = list(self.run_batch(payloads))
-            if len(results) != len(payloads):
-                raise RuntimeError(f"run_batch returned {len(results)} results for {len(payloads)} items")
-            return results
         except Exception as err:
+            failure: BaseException | None = err
             oom = self.is_oom(err)
+        else:
+            if len(results) == len(payloads):
+                for result in results:
+                    if isinstance(result, BaseException):  # an item the model itself refused
+                        log.error("%s: item failed: %s", self.name, result)
+                return results
+            failure = RuntimeError(f"run_batch returned {len(results)} results for {len(payloads)} items")
+            oom = False
+        if oom:
+            failure = None  # the last reference to the failed pass's frames
+            self.on_oom()
+        if len(payloads) == 1:
             if oom:
-                self.on_oom()
-            if len(payloads) == 1:
-                if oom:
-                    return [OutOfMemory("This input does not fit in accelerator memory, even alone.")]
-                log.error("%s: item failed: %r", self.name, err, exc_info=err)
-                return [err]
-            if oom:
-                self.stats.oom_splits += 1
-            mid = len(payloads) // 2
-            return self._run_isolated(payloads[:mid]) + self._run_isolated(payloads[mid:])
+                return [OutOfMemory("This input does not fit in accelerator memory, even alone.")]
+            log.error("%s: item failed: %r", self.name, failure, exc_info=failure)
+            return [failure.with_traceback(None)]  # the caller gets the error, not the pass's frames
+        if oom:
+            self.stats.oom_splits += 1
+        failure = None
+        mid = len(payloads) // 2
+        return self._run_isolated(payloads[:mid]) + self._run_isolated(payloads[mid:])
 
     def _deliver(self, batch: list[QueuedItem], results: Sequence[Any], seconds: float) -> None:
         failed = 0

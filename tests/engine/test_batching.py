@@ -277,6 +277,54 @@ def test_out_of_memory_splits_the_batch_and_retries():
     assert b.stats.oom_splits >= 1 and freed
 
 
+def test_out_of_memory_halves_run_once_the_failed_pass_has_let_go_of_its_memory():
+    """The failed pass's tensors are referenced by the exception's traceback: the halves must run
+    (and the cache be emptied) only once that is gone, or near capacity they fail again."""
+    import gc
+    import weakref
+
+    import torch
+
+    alive_at_retry, alive_at_flush, held = [], [], []
+
+    def run_batch(payloads):
+        if held:
+            alive_at_retry.append(held[-1]() is not None)
+        if len(payloads) > 2:
+            activations = torch.empty(16 * 2**20)  # 64 MiB the pass allocated before failing
+            held.append(weakref.ref(activations))
+            raise FakeOOM("CUDA out of memory")
+        return payloads
+
+    async def go():
+        b = Batcher(name="oom", run_batch=run_batch, max_batch_cost=10_000, max_batch_size=16, max_queue=64,
+                    is_oom=lambda e: isinstance(e, FakeOOM),
+                    on_oom=lambda: alive_at_flush.append(held[-1]() is not None))
+        b.start()
+        futs = b.submit([(v, 1) for v in range(8)])
+        results = await asyncio.gather(*futs)
+        await b.close()
+        return results
+
+    gc.disable()  # no collector run may rescue a leak: the traceback must be dropped, not collected
+    try:
+        assert run(go()) == list(range(8))
+    finally:
+        gc.enable()
+    assert alive_at_retry and not any(alive_at_retry)
+    assert alive_at_flush and not any(alive_at_flush)
+
+
+def test_allocation_failures_from_cublas_and_cudnn_count_as_out_of_memory():
+    from server.engine.batching import is_cuda_oom
+
+    assert is_cuda_oom(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
+    assert is_cuda_oom(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
+    assert is_cuda_oom(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not is_cuda_oom(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not is_cuda_oom(ValueError("CUDA out of memory"))  # only the errors torch raises
+
+
 def test_full_queue_refuses_the_whole_request_with_retry_after():
     async def go():
         model = FakeModel()
