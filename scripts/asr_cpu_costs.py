@@ -1,5 +1,5 @@
 """Where a transcription's CPU time goes, piece by piece: the figures behind server/engine/cpu_gate.py and
-the sliced CTC head (server/transcription/model.py's best_path).
+the sliced CTC head (server/transcription/ctc.py's best_path).
 
 For 10 s speech clips through the server's own SenseVoice adapter, loaded on a worker thread as the
 server loads it, it prints medians of:
@@ -42,7 +42,8 @@ from server.engine.batching import model_thread  # noqa: E402
 from server.engine.torch_threads import one_torch_thread  # noqa: E402
 from server.transcription import service as transcription  # noqa: E402
 from server.transcription.audio import decode_audio  # noqa: E402
-from server.transcription.model import AsrItem, SenseVoice, best_path  # noqa: E402
+from server.transcription.ctc import best_path  # noqa: E402
+from server.transcription.model import AsrItem, SenseVoice  # noqa: E402
 from server.transcription.tiny import SENSEVOICE_SIZES  # noqa: E402
 from server.transcription.vad import has_speech  # noqa: E402
 

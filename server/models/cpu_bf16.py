@@ -250,29 +250,3 @@ class SanmEncoder(nn.Module):
         for block in self.tp_blocks:
             h = block(h, keep, mask)
         return self.tp_norm(h), present.sum(1).int()
-
-
-class CtcBestPath(nn.Module):
-    """Arg max over the vocabulary of the CTC head's logits, per frame (greedy CTC decoding).
-
-    The head is a GEMM as wide as the vocabulary (25055 for SenseVoice), a sizeable share of a
-    forward pass, so it runs packed in ``dtype``; but a bfloat16 logit is only good to a few
-    hundredths, so frames whose two best logits are closer than ``margin`` are scored again in
-    float32, and those keep float32's choice."""
-
-    def __init__(self, linear: nn.Linear, dtype: torch.dtype = torch.bfloat16, margin: float = 0.25):
-        super().__init__()
-        self.dtype, self.margin = dtype, margin
-        self.head = PackedLinear.of(linear, dtype=dtype)
-        self.weight = nn.Parameter(linear.weight.detach().float(), requires_grad=False)
-        self.bias = nn.Parameter(linear.bias.detach().float(), requires_grad=False)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """``h``: float32 (batch, frames, features) -> (batch, frames) token ids."""
-        top = self.head(h.to(self.dtype)).topk(2, dim=-1)
-        best = top.indices[..., 0]
-        if self.dtype != torch.float32:
-            close = (top.values[..., 0] - top.values[..., 1]).float() < self.margin
-            if bool(close.any()):
-                best[close] = F.linear(h[close], self.weight, self.bias).argmax(dim=-1)
-        return best

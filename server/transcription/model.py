@@ -12,6 +12,7 @@ log-posteriors (avg_logprob, no_speech_prob).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from server.errors import StartupError
-from server.models.cpu_bf16 import CtcBestPath, SanmEncoder, fast_path
+from server.models.cpu_bf16 import SanmEncoder, fast_path
+from server.transcription.ctc import CtcBestPath, best_path
 from server.transcription.tags import is_tag_piece, split_rich_text
 
 SAMPLE_RATE = 16000
@@ -87,8 +89,15 @@ class SenseVoice:
             self.model = auto.model.to(device=device).eval()
             self.model.encoder = SanmEncoder(self.model.encoder, dtype)
             self.best_path = CtcBestPath(self.model.ctc.ctc_lo, dtype)
+        elif dtype != torch.float32:
+            # Eager float16/bfloat16 (CUDA): the head's float32 weights are kept, before the cast,
+            # to score near-tied frames again.
+            self.model = auto.model.to(device=device).eval()
+            self.best_path = CtcBestPath(self.model.ctc.ctc_lo, dtype, packed=False)
+            self.model.to(dtype=dtype)
         else:
             self.model = auto.model.to(device=device, dtype=dtype).eval()
+            self.best_path = partial(best_path, self.model.ctc.ctc_lo)
         self.frontend = auto.kwargs["frontend"]
         # funasr's front end dithers (adds noise) by default: the same clip would give different
         # features, and so possibly different text, on every call. The server is reproducible.
@@ -144,10 +153,7 @@ class SenseVoice:
             encoder_out, encoder_lengths = _encode_reduced(model.encoder, speech, lengths)
         if isinstance(encoder_out, tuple):
             encoder_out = encoder_out[0]
-        if self.fast:
-            best = self.best_path(encoder_out)
-        else:
-            best = best_path(model.ctc.ctc_lo, encoder_out)
+        best = self.best_path(encoder_out)
         return [self._decode(encoder_out[row, :length], best[row, :length], item.posteriors)
                 for row, (item, length) in enumerate(zip(items, encoder_lengths.tolist()))]
 
@@ -184,7 +190,7 @@ class SenseVoice:
         ``ctc.log_softmax`` gives there. Only these few rows: the whole (frames x 25055) would cost
         as much as the head's pass again."""
         rows = hidden[torch.tensor(frames, dtype=torch.long, device=hidden.device)]
-        if self.fast:  # the packed head's float32 weights
+        if isinstance(self.best_path, CtcBestPath):  # the head's float32 weights
             logits = torch.nn.functional.linear(rows.float(), self.best_path.weight, self.best_path.bias)
         else:
             logits = self.model.ctc.ctc_lo(rows)
@@ -192,30 +198,6 @@ class SenseVoice:
 
     def warm_up(self) -> None:
         self.run_batch([AsrItem(np.zeros(SAMPLE_RATE, dtype=np.float32))])
-
-
-def best_path(head: torch.nn.Linear, hidden: torch.Tensor, vocabulary_slice: int = 1024) -> torch.Tensor:
-    """Greedy CTC decoding: per frame, the arg max over the vocabulary of the head's logits. funasr
-    takes it of their log-softmax, which subtracts the same normaliser from every logit of a frame
-    and so keeps their order. The head is as wide as the vocabulary (25055): written out whole,
-    the logits of a batch are tens of MB that the log-softmax and the arg max read back from memory,
-    which on a CPU took as long as the GEMM itself (small size, 4 x 10 s: 120 ms, 58-63 ms a slice
-    at a time, flat over slices of 256-2048). So the head runs a slice of the vocabulary at a time,
-    keeping each frame's best so far; a tie keeps the earlier token, as ``argmax`` does.
-    ``hidden``: (batch, frames, features) -> (batch, frames) token ids."""
-    rows = hidden.reshape(-1, hidden.shape[-1])
-    best_logit = best_token = None
-    for start in range(0, head.out_features, vocabulary_slice):
-        end = start + vocabulary_slice
-        bias = None if head.bias is None else head.bias[start:end]
-        logit, token = torch.nn.functional.linear(rows, head.weight[start:end], bias).max(dim=-1)
-        if best_logit is None:
-            best_logit, best_token = logit, token
-        else:
-            better = logit > best_logit
-            best_logit = torch.where(better, logit, best_logit)
-            best_token = torch.where(better, token + start, best_token)
-    return best_token.view(hidden.shape[:-1])
 
 
 def _encode_reduced(encoder, xs_pad: torch.Tensor, ilens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,7 +208,8 @@ def _encode_reduced(encoder, xs_pad: torch.Tensor, ilens: torch.Tensor) -> tuple
     positional encoding is computed in float32 (bfloat16 holds integers exactly only up to 256)."""
     from funasr.models.sense_voice.model import sequence_mask
 
-    masks = sequence_mask(ilens, maxlen=xs_pad.shape[1], dtype=xs_pad.dtype, device=ilens.device)[:, None, :]
+    present = sequence_mask(ilens, maxlen=xs_pad.shape[1], dtype=torch.bool, device=ilens.device)
+    masks = present.to(xs_pad.dtype)[:, None, :]
     positions = SanmEncoder.positions(xs_pad.shape[1], xs_pad.shape[2], xs_pad.device)
     xs_pad = xs_pad * encoder.output_size() ** 0.5 + positions.to(xs_pad.dtype)
     for layer in [*encoder.encoders0, *encoder.encoders]:
@@ -234,4 +217,5 @@ def _encode_reduced(encoder, xs_pad: torch.Tensor, ilens: torch.Tensor) -> tuple
     xs_pad = encoder.after_norm(xs_pad)
     for layer in encoder.tp_encoders:
         xs_pad = layer(xs_pad, masks)[0]
-    return encoder.tp_norm(xs_pad), masks.squeeze(1).sum(1).int()
+    # Counted from the boolean mask: a sum in bfloat16 is exact only to 256 (float16: 2048).
+    return encoder.tp_norm(xs_pad), present.sum(1).int()

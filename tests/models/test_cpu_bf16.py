@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from server.embeddings.model import BgeM3, EmbedItem
 from server.models import cpu_bf16
 from server.models.cpu_bf16 import (
-    CtcBestPath,
     PackedLinear,
     SanmEncoder,
     XlmrEncoder,
@@ -26,6 +25,7 @@ from server.rerank import model as reranker
 from server.rerank.model import BgeReranker
 from server.transcription import model as sensevoice
 from server.transcription.audio import decode_audio
+from server.transcription.ctc import CtcBestPath
 from server.transcription.model import AsrItem, SenseVoice
 
 CPU = torch.device("cpu")
