@@ -92,6 +92,15 @@ class OutOfMemory(ApiError):
     code = "out_of_memory"
 
 
+class NonFiniteOutput(ApiError):
+    """The model computed NaN or infinity for this item: in float16, an overflow. A 200 would hand
+    the caller ``null`` vectors, a score of 0.0 or an empty transcript as if they were results."""
+
+    status = 500
+    type = "server_error"
+    code = "non_finite_output"
+
+
 class ClientDisconnected(ApiError):
     """The caller went away; nobody reads this response (499 as nginx logs it)."""
 

@@ -16,6 +16,10 @@ _RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
+# inference_items_total's outcomes: BatcherStats counters of the same names.
+ITEM_OUTCOMES = ("submitted", "computed", "dropped", "rejected", "failed", "non_finite", "oom_splits")
+
+
 class _BatcherCollector(Collector):
     """Reads the batchers' own counters at scrape time: one source of truth, no double bookkeeping."""
 
@@ -29,7 +33,8 @@ class _BatcherCollector(Collector):
             labels=["model", "priority"],
         )
         items = CounterMetricFamily(
-            "inference_items", "Batcher items by outcome (submitted, computed, dropped, rejected, failed).",
+            "inference_items", "Batcher items by outcome (submitted, computed, dropped, rejected, failed; of the "
+            "failed, non_finite: NaN or infinite outputs, a float16 overflow).",
             labels=["model", "outcome"],
         )
         fixed = GaugeMetricFamily(
@@ -46,7 +51,7 @@ class _BatcherCollector(Collector):
             for priority, count in batcher.queue_depth_by_priority().items():
                 by_priority.add_metric([model, priority], count)
             s = batcher.stats
-            for outcome in ("submitted", "computed", "dropped", "rejected", "failed", "oom_splits"):
+            for outcome in ITEM_OUTCOMES:
                 items.add_metric([model, outcome], getattr(s, outcome))
             cost.add_metric([model, "real"], s.real_cost)
             cost.add_metric([model, "padded"], s.padded_cost)

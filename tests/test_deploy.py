@@ -34,7 +34,7 @@ from server.cli import build_parser
 from server.config import ENV_PREFIX, Settings
 from server.embeddings import SPEC as EMBEDDING
 from server.errors import StartupError
-from server.metrics import Metrics
+from server.metrics import ITEM_OUTCOMES, Metrics
 from server.models import manifest, store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -748,7 +748,7 @@ def test_alert_rules_use_exported_metrics():
         used = referenced_metrics(alert["expr"])
         assert used and used <= series, f"{alert['alert']}: {used - series}"
         for outcome in re.findall(r'outcome="(\w+)"', alert["expr"]):
-            assert outcome in ("submitted", "computed", "dropped", "rejected", "failed", "oom_splits")
+            assert outcome in ITEM_OUTCOMES
     max_queue = int(configmap_data()["INFERENCE_MAX_QUEUE"])
     (near_full,) = [a for a in alerts if a["alert"] == "InferenceQueueNearlyFull"]
     assert int(re.search(r"> (\d+)", near_full["expr"]).group(1)) < max_queue

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from server.errors import StartupError
 from server.models.cpu_bf16 import XlmrEncoder, fast_path
+from server.models.finite import finite_rows, non_finite
 from server.models.xlmr_common import cut_chars, longest_piece, pad_right
 
 
@@ -98,7 +99,7 @@ class BgeM3:
         return len(item.input_ids)
 
     @torch.inference_mode()
-    def run_batch(self, items: list[EmbedItem]) -> list[EmbedResult]:
+    def run_batch(self, items: list[EmbedItem]) -> list[EmbedResult | Exception]:
         features = pad_right([it.input_ids for it in items], self.tokenizer.pad_token_id, self.device)
         want_sparse = any(it.sparse for it in items)
         want_colbert = any(it.colbert for it in items)
@@ -106,12 +107,23 @@ class BgeM3:
             features, return_dense=True, return_sparse=want_sparse, return_colbert_vecs=want_colbert
         )
         raw = out["dense_vecs"]
+        finite = finite_rows(raw)
+        lengths = [len(it.input_ids) for it in items]
+        if want_sparse:
+            finite = [ok and (good or not it.sparse) for ok, good, it
+                      in zip(finite, finite_rows(out["sparse_vecs"], lengths), items)]
+        if want_colbert:  # one vector per token but <s>
+            finite = [ok and (good or not it.colbert) for ok, good, it
+                      in zip(finite, finite_rows(out["colbert_vecs"], [n - 1 for n in lengths]), items)]
         dense = F.normalize(raw, dim=-1).float().cpu().numpy()
         unnormalized = raw.float().cpu().numpy() if not all(it.normalize for it in items) else None
         weights = out["sparse_vecs"].squeeze(-1).float().cpu().numpy() if want_sparse else None
         colbert = F.normalize(out["colbert_vecs"], dim=-1).float().cpu().numpy() if want_colbert else None
-        results = []
+        results: list[EmbedResult | Exception] = []
         for row, item in enumerate(items):
+            if not finite[row]:
+                results.append(non_finite("bge-m3"))
+                continue
             result = EmbedResult(dense=dense[row] if item.normalize else unnormalized[row])
             if item.sparse:
                 result.sparse = self._lexical_weights(weights[row], item.input_ids)

@@ -42,6 +42,7 @@ from server.engine.fair_queue import FairQueue, QueuedItem
 from server.engine.pass_times import ForwardTimeFit
 from server.errors import (
     ClientDisconnected,
+    NonFiniteOutput,
     OutOfMemory,
     Overloaded,
     PayloadTooLarge,
@@ -84,6 +85,7 @@ class BatcherStats:
     batches: int = 0
     failed: int = 0
     oom_splits: int = 0
+    non_finite: int = 0  # items whose output was NaN or infinite (failed too)
     real_cost: int = 0  # sum of item costs computed
     padded_cost: int = 0  # sum of rows x costliest row over batches: real / padded = padding efficiency
     busy_seconds: float = 0.0  # time in forward passes: busy / wall time = how busy the worker was
@@ -366,6 +368,7 @@ class Batcher(Generic[P, R]):
         for item, result in zip(batch, results):
             if isinstance(result, BaseException):
                 failed += 1
+                self.stats.non_finite += isinstance(result, NonFiniteOutput)
             if item.future.done():  # cancelled while computing; completing it again would raise
                 continue
             if isinstance(result, BaseException):

@@ -12,6 +12,7 @@ import torch
 
 from server.errors import StartupError
 from server.models.cpu_bf16 import XlmrEncoder, fast_path
+from server.models.finite import finite_rows, non_finite
 from server.models.xlmr_common import cut_chars, longest_piece, pad_right
 
 
@@ -57,10 +58,11 @@ class BgeReranker:
         return len(pair)
 
     @torch.inference_mode()
-    def run_batch(self, pairs: list[list[int]]) -> list[float]:
+    def run_batch(self, pairs: list[list[int]]) -> list[float | Exception]:
         features = pad_right(pairs, self.tokenizer.pad_token_id, self.device)
         logits = self.model(**features, return_dict=True).logits.view(-1).float()
-        return logits.cpu().tolist()
+        return [score if ok else non_finite("bge-reranker-v2-m3")
+                for score, ok in zip(logits.cpu().tolist(), finite_rows(logits))]
 
     def warm_up(self) -> None:
         self.run_batch([self.pair(self.tokenize(["warm"])[0], self.tokenize(["up"])[0])])

@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from server.errors import StartupError
 from server.models.cpu_bf16 import SanmEncoder, fast_path
+from server.models.finite import finite_rows, non_finite
 from server.transcription.ctc import CtcBestPath, best_path
 from server.transcription.tags import is_tag_piece, split_rich_text
 
@@ -133,7 +134,7 @@ class SenseVoice:
         return replace(item, features=self.features(item.audio))
 
     @torch.inference_mode()
-    def run_batch(self, items: list[AsrItem]) -> list[AsrResult]:
+    def run_batch(self, items: list[AsrItem]) -> list[AsrResult | Exception]:
         feats = [it.features if it.features is not None else self.features(it.audio) for it in items]
         speech = pad_sequence(feats, batch_first=True, padding_value=0.0)
         speech = speech.to(device=self.device, dtype=self.input_dtype)
@@ -154,8 +155,11 @@ class SenseVoice:
         if isinstance(encoder_out, tuple):
             encoder_out = encoder_out[0]
         best = self.best_path(encoder_out)
+        lengths = encoder_lengths.tolist()
+        finite = finite_rows(encoder_out, lengths)  # NaN frames decode as some token: no empty 200
         return [self._decode(encoder_out[row, :length], best[row, :length], item.posteriors)
-                for row, (item, length) in enumerate(zip(items, encoder_lengths.tolist()))]
+                if finite[row] else non_finite("SenseVoiceSmall")
+                for row, (item, length) in enumerate(zip(items, lengths))]
 
     def _decode(self, hidden: torch.Tensor, path: torch.Tensor, posteriors: bool = True) -> AsrResult:
         """One item's best path (its frames only) -> text, tags, and its text tokens with the frames
