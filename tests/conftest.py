@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,8 +12,26 @@ import httpx
 import pytest
 
 from server.background import RunningServer, free_port, serve_in_thread
-from server.config import Settings
+from server.config import ENV_PREFIX, Settings
 from server.models.tiny_xlmr import build_tiny_bge_m3, build_tiny_reranker
+
+# The suite's servers (in-process and subprocesses alike) run where its references are computed,
+# on the CPU in float32, also on a GPU host (whose --device auto would pick CUDA in float16). Tests
+# marked ``gpu`` run on CUDA with float16 tolerances: INFERENCE_TEST_DEVICE=cuda pytest -m gpu
+# (scripts/gpu_check.sh).
+TEST_DEVICE = os.environ.get("INFERENCE_TEST_DEVICE", "cpu")
+os.environ[f"{ENV_PREFIX}DEVICE"] = "cpu"
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available() and TEST_DEVICE.startswith("cuda"):
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU and INFERENCE_TEST_DEVICE=cuda (scripts/gpu_check.sh)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +59,8 @@ class LiveServer(RunningServer):
 @contextmanager
 def live_server(**overrides) -> Iterator[LiveServer]:
     """A real server on a free loopback port, serving only the models named in ``overrides``."""
-    opts = dict(embedding_model="none", reranker_model="none", asr_model="none", host="127.0.0.1", port=free_port(), log_level="warning")
+    opts = dict(embedding_model="none", reranker_model="none", asr_model="none", host="127.0.0.1", port=free_port(),
+                log_level="warning", device="cpu")
     opts.update(overrides)
     with serve_in_thread(Settings(**opts)) as running:
         yield LiveServer(running.app, running.url)

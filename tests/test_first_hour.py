@@ -31,7 +31,7 @@ def _cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX) and not k.startswith("HF_")}
     env.update(HF_HOME=str(tmp_path / "hf-home"), HF_ENDPOINT=f"http://127.0.0.1:{free_port()}",
                NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", PYTHONUNBUFFERED="1",
-               PYTHONPATH=str(ROOT), **extra)
+               PYTHONPATH=str(ROOT), **{f"{ENV_PREFIX}DEVICE": "cpu", **extra})
     return env
 
 

@@ -32,7 +32,7 @@ INPUTS = 192  # per request: enough work that every request is still queued or c
 class ServerProcess:
     def __init__(self, args: list[str]):
         env = {k: v for k, v in os.environ.items() if not k.startswith("INFERENCE_")}
-        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1", INFERENCE_DEVICE="cpu")
         self.proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", *args], cwd=ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
         self.lines: list[str] = []
