@@ -90,6 +90,99 @@ class Workload:
     # forward passes (from /metrics) leave out part of it: the audio front end runs before the queue.
     bare: Callable[[Path], float] | None = None
     peers: bool = True  # whether the peers do the same work on these requests
+    # The model rows the requests make, in the server's cost unit (see Costs): for the FLOP figures.
+    costs: Callable[[Path], Costs] | None = None
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What a workload asks of the model, in the adapters' cost unit (tokens; 10 ms audio frames)."""
+
+    rows: list[int]  # every row (text, (query, window) pair, audio segment) the server computes
+    # Each row's length as the offline reference's batches pad it (its longest row's), where known.
+    offline_padded: list[int] | None = None
+
+
+def sorted_batches(costs: list[int], batch_size: int) -> list[int]:
+    """Each row's padded length when rows are sorted longest first and cut into batches of
+    ``batch_size`` (what FlagEmbedding's encode and compute_score do before their passes)."""
+    ordered = sorted(costs, reverse=True)
+    return [ordered[start] for start in range(0, len(ordered), batch_size)
+            for _ in ordered[start:start + batch_size]]
+
+
+def text_costs(texts: list[str], batch_size: int) -> Callable[[Path], Costs]:
+    """bge-m3's rows: each text's tokens with <s> and </s>, as the server tokenizes them."""
+    def costs(model_dir: Path) -> Costs:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        rows = [len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+        return Costs(rows, sorted_batches(rows, batch_size))
+
+    return costs
+
+
+def rerank_costs(bodies: list[dict], batch_size: int | None) -> Callable[[Path], Costs]:
+    """The reranker's rows: the (query, window) pairs the server's own RerankService._pairs makes of
+    each request (windows, query cut, pair template), from the tokenizer alone. ``batch_size``: the
+    offline reference's, where it scores the same pairs."""
+    def costs(model_dir: Path) -> Costs:
+        from transformers import AutoConfig, AutoTokenizer
+
+        from server.config import Settings
+        from server.models.xlmr_common import longest_piece
+        from server.rerank.model import BgeReranker
+        from server.rerank.schema import RerankRequest
+        from server.rerank.service import RerankService
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        model = object.__new__(BgeReranker)  # the adapter's tokenizing methods, without its weights
+        model.tokenizer, model.max_piece_chars = tokenizer, longest_piece(tokenizer)
+        model.pair_overhead = len(tokenizer.build_inputs_with_special_tokens([], []))
+        model.max_tokens = AutoConfig.from_pretrained(str(model_dir)).max_position_embeddings - 2
+        settings = Settings()
+        service = RerankService(model, None, max_length=settings.reranker_max_length,
+                                max_documents=settings.rerank_max_documents, max_tokens=settings.rerank_max_tokens,
+                                timeout=settings.request_timeout)
+        rows = []
+        for body in bodies:
+            req = RerankRequest(**body)
+            pairs, _ = service._pairs(req, [d if isinstance(d, str) else d.text for d in req.documents])
+            rows += [len(p) for p in pairs]
+        return Costs(rows, sorted_batches(rows, batch_size) if batch_size else None)
+
+    return costs
+
+
+def audio_costs(requests: list[Request], offline_batch: int | None) -> Callable[[Path], Costs]:
+    """SenseVoice's rows: each upload decoded as the server decodes it, whole up to the longest
+    segment, else cut at pauses by the server's own VAD (split_on_pauses), in 10 ms frames
+    (SenseVoice.cost). ``offline_batch``: funasr's generate batch, where it runs these clips."""
+    def costs(model_dir: Path) -> Costs:
+        from server.config import Settings
+        from server.transcription.audio import decode_audio
+        from server.transcription.model import AsrItem, SenseVoice
+        from server.transcription.vad import split_on_pauses
+
+        settings = Settings()
+        rows = []
+        for req in requests:
+            audio = decode_audio(req.audio, max_seconds=settings.asr_max_audio_seconds)
+            if len(audio) <= settings.asr_max_segment_seconds * SAMPLE_RATE:
+                spans = [(0, len(audio))]
+            else:
+                spans = [(round(s.start * SAMPLE_RATE), round(s.end * SAMPLE_RATE))
+                         for s in split_on_pauses(audio, max_segment_s=settings.asr_max_segment_seconds)]
+            rows += [SenseVoice.cost(AsrItem(audio[start:end])) for start, end in spans]
+        # funasr's generate pads each batch of clips, in their order, to its longest.
+        padded = None
+        if offline_batch:
+            padded = [max(rows[start:start + offline_batch]) for start in range(0, len(rows), offline_batch)
+                      for _ in rows[start:start + offline_batch]]
+        return Costs(rows, padded)
+
+    return costs
 
 
 def text(rng: random.Random, words: int) -> str:
@@ -115,7 +208,7 @@ def embedding_workloads(args) -> list[Workload]:
             return time.perf_counter() - started
 
         requests = [Request({"model": "bge-m3", "input": t}) for t in texts]
-        return Workload("embedding", name, "texts", requests, lone, args.clients, offline)
+        return Workload("embedding", name, "texts", requests, lone, args.clients, offline, costs=text_costs(texts, 32))
 
     return [workload("short texts", short, None), workload("mixed lengths", mixed, lone)]
 
@@ -151,11 +244,11 @@ def reranker_workloads(args) -> list[Workload]:
         # FlagReranker.compute_score and Infinity cut each (query, document) pair at 512 tokens: with
         # max_chunks_per_doc 1 this server scores exactly those pairs, so every system does the same work.
         Workload("reranker", "10-100 documents, first 512 tokens", "documents", first_window, lone,
-                 args.clients, offline),
+                 args.clients, offline, costs=rerank_costs([r.json for r in first_window], 32)),
         # The API's default scores every window of a long document (up to 1024): more work than the
         # references do, so only ours and batching off run it.
         Workload("reranker", "10-100 documents, every window", "documents", every_window, None,
-                 args.clients, None, peers=False),
+                 args.clients, None, peers=False, costs=rerank_costs([r.json for r in every_window], None)),
     ]
 
 
@@ -215,11 +308,14 @@ def asr_workloads(args) -> list[Workload]:
         model.run_batch([item])
         return statistics.median(_seconds(lambda: model.run_batch([item])) for _ in range(args.lone))
 
+    ten_requests, mixed_requests = [as_request(c) for c in ten], [as_request(c) for c in mixed]
     return [
-        Workload("asr", "10 s clips", "audio s", [as_request(c) for c in ten], lone, 8, offline_for(ten), bare),
+        Workload("asr", "10 s clips", "audio s", ten_requests, lone, 8, offline_for(ten), bare,
+                 costs=audio_costs(ten_requests, len(ten))),  # offline: one generate call, one batch
         # funasr's generate needs its own VAD model (fsmn-vad, a download) for minutes-long audio:
         # no offline limit for this one.
-        Workload("asr", "3-30 s and 3 min clips", "audio s", [as_request(c) for c in mixed], None, 8, None),
+        Workload("asr", "3-30 s and 3 min clips", "audio s", mixed_requests, None, 8, None,
+                 costs=audio_costs(mixed_requests, None)),
     ]
 
 
@@ -442,15 +538,17 @@ def bench_workload(wl: Workload, model_dir: Path, args) -> dict:
     by_system: dict[str, list[dict]] = {}
     sweeps, rates = {}, None
     bare_s = wl.bare(model_dir) if wl.bare is not None else None  # before any server runs: alone
+    work = workload_flops(wl, model_dir) if wl.costs is not None else None
+    peaks = getattr(args, "matmul_peaks", None)
     for _ in range(args.rounds):
         if wl.offline is not None:
             seconds = wl.offline(model_dir)
-            by_system.setdefault(OFFLINE, []).append(
-                {"system": OFFLINE, f"{wl.unit}/s": sum(r.units for r in wl.requests) / seconds})
+            by_system.setdefault(OFFLINE, []).append(with_flops(
+                {"system": OFFLINE, f"{wl.unit}/s": sum(r.units for r in wl.requests) / seconds}, wl, work, peaks))
         for start in systems(wl, model_dir, args):
             with start() as ep:
                 print(f"  {wl.kind} / {wl.name}: {ep.name} ...", flush=True)
-                row = measure(ep, wl, args, bare_s)
+                row = with_flops(measure(ep, wl, args, bare_s), wl, work, peaks)
                 if rates is None and args.sweep_seconds > 0:  # ours goes first: its capacity sets the scale
                     rates = [f * row["requests/s"] for f in args.sweep_fractions]
                 if ep.name not in sweeps:
@@ -459,8 +557,104 @@ def bench_workload(wl: Workload, model_dir: Path, args) -> dict:
     rows = [median_round(runs, f"{wl.unit}/s") for runs in by_system.values()]
     # Ratios within each round (systems measured side by side), then their median over the rounds.
     per_round = [ratios([runs[i] for runs in by_system.values()], wl.unit) for i in range(args.rounds)]
-    return {"kind": wl.kind, "workload": wl.name, "unit": wl.unit, "clients": wl.clients, "rows": rows,
-            "sweep": sweeps, "ratios": {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}}
+    res = {"kind": wl.kind, "workload": wl.name, "unit": wl.unit, "clients": wl.clients, "rows": rows,
+           "sweep": sweeps, "ratios": {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}}
+    if work is not None:
+        res["work"] = work
+    return res
+
+
+# ---- FLOPs: how close each system runs to the hardware ---------------------------------------------
+
+
+def cost_name(kind: str) -> str:
+    return "frames" if kind == "asr" else "tokens"  # the adapters' cost unit (frames: 10 ms of audio)
+
+
+def workload_flops(wl: Workload, model_dir: Path) -> dict:
+    """The workload's model rows and their FLOPs (scripts/flops.py), in all and per workload unit."""
+    from flops import forward_flops
+
+    costs = wl.costs(model_dir)
+    units = sum(r.units for r in wl.requests)
+    real = forward_flops(wl.kind, model_dir, costs.rows)  # dense only: the requests ask for nothing else
+    work = {"rows": len(costs.rows), cost_name(wl.kind): sum(costs.rows), "GFLOP": real / 1e9,
+            f"{cost_name(wl.kind)} per unit": sum(costs.rows) / units, "GFLOP per unit": real / units / 1e9}
+    if costs.offline_padded is not None:
+        padded = forward_flops(wl.kind, model_dir, costs.offline_padded)
+        work |= {f"offline padded {cost_name(wl.kind)}": sum(costs.offline_padded),
+                 "offline padded GFLOP": padded / 1e9}
+    return work
+
+
+def with_flops(row: dict, wl: Workload, work: dict | None, peaks: dict | None) -> dict:
+    """``row`` with its rows' tokens (frames) per second and GFLOP/s, real and padded, and their
+    share of this machine's measured matmul peak. Per second of the run's wall time: the workload's
+    totals times the units the system served per second (a run cut short served a prefix).
+
+    Padded, for a server (batching off included): real over the padding efficiency it reported
+    (/metrics: real over padded cost), exact for the FLOPs linear in length and a lower bound for
+    attention's (quadratic) ones. For the offline reference: its own batches, recounted (rows sorted
+    longest first in batches of 32; funasr: one batch). For a system with no batch counters (a
+    peer), no padded figures; and no peak share, as its dtype is not this run's."""
+    key = f"{wl.unit}/s"
+    if work is None or not row.get(key):
+        return row
+    name, per_s = cost_name(wl.kind), row[key] / sum(r.units for r in wl.requests)
+    offline = row["system"] == OFFLINE
+    real_cost, real_flops = work[name] * per_s, work["GFLOP"] * 1e9 * per_s
+    padded_cost = padded_flops = None
+    if offline and f"offline padded {name}" in work:
+        padded_cost, padded_flops = work[f"offline padded {name}"] * per_s, work["offline padded GFLOP"] * 1e9 * per_s
+    elif not offline and row.get("padding efficiency"):
+        padded_cost, padded_flops = real_cost / row["padding efficiency"], real_flops / row["padding efficiency"]
+    figures = {f"{name}/s": real_cost, f"padded {name}/s": padded_cost}
+    if wl.kind == "asr":
+        figures["padded audio s/s"] = None if padded_cost is None else padded_cost / 100  # 100 frames a second
+    figures["GFLOP/s"] = real_flops / 1e9
+    figures["padded GFLOP/s"] = None if padded_flops is None else padded_flops / 1e9
+    peak = None
+    if peaks:
+        peak = peaks["offline"] if offline else peaks["server"] if row["system"] in (SERVER, SERVER_OFF) else None
+    figures["% of peak"] = None if peak is None else 100 * real_flops / peak["FLOP/s"]
+    figures["padded % of peak"] = None if peak is None or padded_flops is None else 100 * padded_flops / peak["FLOP/s"]
+    # Right after the throughput they are of, so that every table has its columns in one order.
+    out = {}
+    for column, value in row.items():
+        out[column] = value
+        if column == key:
+            out |= figures
+    return out
+
+
+def measure_peaks(args) -> dict:
+    """This machine's matmul peak (scripts/flops.py), measured once before any model runs: in the
+    run's dtype on the device and with the threads the server will use, and in float32 on the CPU
+    with this process's threads for the offline references (FlagEmbedding, funasr: float32 on CPU)."""
+    from flops import matmul_peak_flops
+
+    from server.config import Settings
+    from server.models.device import resolve_device, resolve_dtype
+
+    settings = Settings()
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(args.dtype, device)
+    cpu = torch.device("cpu")
+
+    def peak(dtype: torch.dtype, device: torch.device, threads: int) -> dict:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            flop_s = matmul_peak_flops(dtype, device)
+        finally:
+            torch.set_num_threads(before)
+        return {"dtype": str(dtype).removeprefix("torch."), "device": str(device),
+                "threads": threads if device.type == "cpu" else None, "FLOP/s": flop_s}
+
+    threads = settings.cpu_threads or torch.get_num_threads()
+    server = peak(dtype, device, threads)
+    same = device.type == "cpu" and dtype == torch.float32 and threads == torch.get_num_threads()
+    return {"server": server, "offline": server if same else peak(torch.float32, cpu, torch.get_num_threads())}
 
 
 def median_round(runs: list[dict], key: str) -> dict:
@@ -612,6 +806,10 @@ def main() -> None:
     if args.stream:
         return bench_stream.main(args)
     given = dict(item.split("=", 1) for item in args.model_dir)
+    args.matmul_peaks = measure_peaks(args)
+    for who, p in (("server", args.matmul_peaks["server"]), ("offline reference", args.matmul_peaks["offline"])):
+        threads = f", {p['threads']} threads" if p["threads"] else ""
+        print(f"matmul peak for the {who}: {p['FLOP/s'] / 1e9:.1f} GFLOP/s ({p['dtype']} on {p['device']}{threads})")
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -633,8 +831,10 @@ def main() -> None:
 def save(results: list[dict], args) -> None:
     plot(results, args.plot, f"latency vs offered load ({args.size}, dtype {args.dtype})")
     if args.out:
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                        "results": results, "targets": targets(results)}, indent=2))
+        peaks = getattr(args, "matmul_peaks", None)
+        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items() if k != "matmul_peaks"},
+                                        "matmul peaks": peaks, "results": results, "targets": targets(results)},
+                                       indent=2))
 
 
 if __name__ == "__main__":
