@@ -383,10 +383,12 @@ def scrape_counters(url: str) -> dict[str, float]:
 def systems(wl: Workload, model_dir: Path, args) -> list[Callable[[], Iterator[Endpoint]]]:
     """Context managers that start each system for this workload, ours first."""
     kind = wl.kind
-    found = [
-        lambda: our_server(kind, model_dir, batch_size=args.max_batch_size, dtype=args.dtype, name=SERVER),
-        lambda: our_server(kind, model_dir, batch_size=1, dtype=args.dtype, name=SERVER_OFF),
-    ]
+    found = [lambda: our_server(kind, model_dir, batch_size=args.max_batch_size, dtype=args.dtype, name=SERVER)]
+    if "batching-off" not in args.skip:
+        found.append(lambda: our_server(kind, model_dir, batch_size=1, dtype=args.dtype, name=SERVER_OFF))
+    if args.compare_dtype:  # the same server in another dtype, side by side: what the dtype buys
+        found.append(lambda: our_server(kind, model_dir, batch_size=args.max_batch_size, dtype=args.compare_dtype,
+                                        name=f"{SERVER}, {args.compare_dtype}"))
     if args.peers and wl.peers:
         import peers
 
@@ -541,7 +543,7 @@ def bench_workload(wl: Workload, model_dir: Path, args) -> dict:
     work = workload_flops(wl, model_dir) if wl.costs is not None else None
     peaks = getattr(args, "matmul_peaks", None)
     for _ in range(args.rounds):
-        if wl.offline is not None:
+        if wl.offline is not None and "offline" not in args.skip:
             seconds = wl.offline(model_dir)
             by_system.setdefault(OFFLINE, []).append(with_flops(
                 {"system": OFFLINE, f"{wl.unit}/s": sum(r.units for r in wl.requests) / seconds}, wl, work, peaks))
@@ -616,6 +618,8 @@ def with_flops(row: dict, wl: Workload, work: dict | None, peaks: dict | None) -
     peak = None
     if peaks:
         peak = peaks["offline"] if offline else peaks["server"] if row["system"] in (SERVER, SERVER_OFF) else None
+        if row["system"] == f"{SERVER}, float32":
+            peak = peaks["offline"]  # --compare-dtype float32: the float32 CPU peak, with the same threads
     figures["% of peak"] = None if peak is None else 100 * real_flops / peak["FLOP/s"]
     figures["padded % of peak"] = None if peak is None or padded_flops is None else 100 * padded_flops / peak["FLOP/s"]
     # Right after the throughput they are of, so that every table has its columns in one order.
@@ -714,7 +718,8 @@ def targets(results: list[dict]) -> list[dict]:
         # One workload of each kind measures the lone request (check skips the others' None).
         check(f"{res['kind']}: lone p50 / its forward pass", r.get("lone p50 / its forward pass"), 1.2, higher=False)
         for key, value in r.items():
-            if key not in (f"server / {OFFLINE}", f"server / {SERVER_OFF}", "lone p50 / its forward pass"):
+            if key not in (f"server / {OFFLINE}", f"server / {SERVER_OFF}", "lone p50 / its forward pass") \
+                    and not key.startswith(f"server / {SERVER}, "):  # --compare-dtype: not a peer
                 check(f"{name}: {key} (peer)", value, 1.0)
     return out
 
@@ -786,6 +791,10 @@ def main() -> None:
                         help="about how long each offered-load point lasts (0: no sweep)")
     parser.add_argument("--sweep-fractions", type=lambda s: [float(x) for x in s.split(",")],
                         default=[0.25, 0.5, 0.75, 1.0, 1.25], help="offered loads, as fractions of the server's capacity")
+    parser.add_argument("--skip", type=lambda v: set(filter(None, v.split(","))), default=set(),
+                        help="systems not to run: offline, batching-off (comma-separated)")
+    parser.add_argument("--compare-dtype", choices=["float32", "bfloat16"],
+                        help="also run the server in this dtype, side by side (server / server, DTYPE)")
     parser.add_argument("--peers", action="store_true", help="also run Infinity and funasr-server (scripts/peers.py)")
     parser.add_argument("--peers-dir", type=Path, default=Path.home() / ".cache/inference-server/peers",
                         help="where the peers' own virtual environments are made")

@@ -28,10 +28,10 @@ def resolve_device(value: str) -> torch.device:
 
 
 def resolve_dtype(value: str, device: torch.device) -> torch.dtype:
-    # auto stays float32 on CPU, even where bfloat16 is about 2x faster (scripts/bench_dtype.py: 2.0-2.2x
-    # at full size on AVX512-BF16, embeddings within cosine 0.99995): float32 is what reproduces the
-    # reference libraries, one dtype serves all three models, and SenseVoice's greedy transcripts do
-    # change in bfloat16 (on random weights; no real-weight figures yet). bfloat16 is one flag away.
+    # auto stays float32 on CPU, even where bfloat16 is 2-3x faster (full size with AMX: bge-m3 2.1-3.2x at
+    # cosine 0.99995, the reranker 2.3-3.0x, SenseVoice 2.1x with transcripts that change): float32
+    # reproduces the reference libraries, does not depend on the CPU's instruction set, and one dtype
+    # serves all three models. bfloat16 is one flag away (README, CPU bfloat16).
     if value == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if value == "float16" and device.type == "cpu":
