@@ -384,9 +384,9 @@ def systems(wl: Workload, model_dir: Path, args) -> list[Callable[[], Iterator[E
     """Context managers that start each system for this workload, ours first."""
     kind = wl.kind
     found = [lambda: our_server(kind, model_dir, batch_size=args.max_batch_size, dtype=args.dtype, name=SERVER)]
-    if "batching-off" not in args.skip:
+    if "batching-off" not in getattr(args, "skip", ()):
         found.append(lambda: our_server(kind, model_dir, batch_size=1, dtype=args.dtype, name=SERVER_OFF))
-    if args.compare_dtype:  # the same server in another dtype, side by side: what the dtype buys
+    if getattr(args, "compare_dtype", None):  # the same server in another dtype, side by side: what the dtype buys
         found.append(lambda: our_server(kind, model_dir, batch_size=args.max_batch_size, dtype=args.compare_dtype,
                                         name=f"{SERVER}, {args.compare_dtype}"))
     if args.peers and wl.peers:
@@ -543,7 +543,7 @@ def bench_workload(wl: Workload, model_dir: Path, args) -> dict:
     work = workload_flops(wl, model_dir) if wl.costs is not None else None
     peaks = getattr(args, "matmul_peaks", None)
     for _ in range(args.rounds):
-        if wl.offline is not None and "offline" not in args.skip:
+        if wl.offline is not None and "offline" not in getattr(args, "skip", ()):
             seconds = wl.offline(model_dir)
             by_system.setdefault(OFFLINE, []).append(with_flops(
                 {"system": OFFLINE, f"{wl.unit}/s": sum(r.units for r in wl.requests) / seconds}, wl, work, peaks))

@@ -15,7 +15,7 @@
 #    with PYTHON pointing at an environment that has the packages).
 # 2. runs scripts/gpu_check.py OUT_DIR (fidelity, throughput, memory, out-of-memory, server) within
 #    --budget-s seconds (300 at full size), under a hard timeout 45 s past it;
-# 3. runs the GPU-marked tests (tests/gpu) with INFERENCE_TEST_DEVICE set to the device, results
+# 3. runs the GPU-marked tests (tests/gpu) with TEST_DEVICE set to the device, results
 #    into OUT_DIR/pytest_gpu.log and OUT_DIR/pytest_gpu.xml.
 #
 # Time at full size on an H100: install ~20 s (0 on a rerun), models built ~60 s (cached in
@@ -93,7 +93,7 @@ timeout --kill-after=15 $((BUDGET + 45)) "$PY" scripts/gpu_check.py "$OUT_DIR" -
   --budget-s "$BUDGET" 2>&1 | tee "$OUT_DIR/gpu_check.log"
 check_rc=${PIPESTATUS[0]}
 
-INFERENCE_TEST_DEVICE=$DEVICE timeout --kill-after=15 150 "$PY" -m pytest -m gpu tests/gpu -q -p no:cacheprovider \
+TEST_DEVICE=$DEVICE timeout --kill-after=15 150 "$PY" -m pytest -m gpu tests/gpu -q -p no:cacheprovider \
   --junitxml "$OUT_DIR/pytest_gpu.xml" 2>&1 | tee "$OUT_DIR/pytest_gpu.log"
 test_rc=${PIPESTATUS[0]}
 set -e

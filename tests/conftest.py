@@ -17,9 +17,9 @@ from server.models.tiny_xlmr import build_tiny_bge_m3, build_tiny_reranker
 
 # The suite's servers (in-process and subprocesses alike) run where its references are computed,
 # on the CPU in float32, also on a GPU host (whose --device auto would pick CUDA in float16). Tests
-# marked ``gpu`` run on CUDA with float16 tolerances: INFERENCE_TEST_DEVICE=cuda pytest -m gpu
+# marked ``gpu`` run on CUDA with float16 tolerances: TEST_DEVICE=cuda pytest -m gpu
 # (scripts/gpu_check.sh).
-TEST_DEVICE = os.environ.get("INFERENCE_TEST_DEVICE", "cpu")
+TEST_DEVICE = os.environ.get("TEST_DEVICE", "cpu")
 os.environ[f"{ENV_PREFIX}DEVICE"] = "cpu"
 
 
@@ -28,9 +28,9 @@ def pytest_collection_modifyitems(config, items):
 
     if torch.cuda.is_available() and TEST_DEVICE.startswith("cuda"):
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU and INFERENCE_TEST_DEVICE=cuda (scripts/gpu_check.sh)")
+    skip = pytest.mark.skip(reason="needs a CUDA GPU and TEST_DEVICE=cuda (scripts/gpu_check.sh)")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
 
 

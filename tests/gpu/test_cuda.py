@@ -1,7 +1,7 @@
 """On a CUDA GPU, in float16 (bfloat16 where said), at tiny size: the adapters and the server
 against CPU float32 references, out-of-memory splitting on a real CUDA OOM, and SenseVoice's frame
 counts in a bfloat16 batch. Skipped without CUDA (tests/conftest.py: they run with
-INFERENCE_TEST_DEVICE=cuda, as scripts/gpu_check.sh runs them).
+TEST_DEVICE=cuda, as scripts/gpu_check.sh runs them).
 
 Tolerances, float16 against float32 on the same weights. float16 keeps 11 significant bits (a
 relative rounding of 2^-11 ~ 5e-4 per operation); products accumulate in float32 on tensor cores,
@@ -34,7 +34,7 @@ import torch
 pytestmark = pytest.mark.gpu
 
 CPU = torch.device("cpu")
-_name = os.environ.get("INFERENCE_TEST_DEVICE", "cuda")
+_name = os.environ.get("TEST_DEVICE", "cuda")
 CUDA = torch.device(_name if _name.startswith("cuda") else "cuda")
 TEXTS = ["The giant panda is a bear native to south central China.", "大熊猫是一种熊。", "hello world",
          "Search engine query document answer question model server text vector " * 12,
