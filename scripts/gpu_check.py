@@ -1,6 +1,6 @@
 """One-shot check of the server on a CUDA GPU, in float16: fidelity, speed, out-of-memory, memory.
 
-Run by scripts/gpu_check.sh on a lent GPU machine (or by hand), from the repository root:
+Run by scripts/gpu_check.sh on a GPU host (or by hand), from the repository root:
 
     python scripts/gpu_check.py OUT_DIR [--size full|tiny] [--device cuda|cpu]
 
@@ -607,7 +607,7 @@ def server(c: Check, deadline: float) -> dict:
 
 
 def summary(c: Check) -> str:
-    """The short table printed last (the device tool returns the end of the output)."""
+    """The short table printed last (a remote runner may return only the end of the output)."""
     lines = [f"# gpu_check: {c.args.size} size, {c.device}, {c.dtype_name} vs float32, {c.report['seconds']} s"]
     env = c.report.get("environment", {})
     lines.append(f"gpu {env.get('gpu')}, torch {env.get('torch')}, transformers {env.get('transformers')}, "

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one-shot GPU check, run on a lent GPU machine from the repository root:
+# The one-shot GPU check, run on a GPU host from the repository root:
 #
 #   bash scripts/gpu_check.sh OUT_DIR [--size full|tiny] [--device cuda|cpu] [--no-install] [--budget-s S]
 #
@@ -20,7 +20,7 @@
 #
 # Time at full size on an H100: install ~20 s (0 on a rerun), models built ~60 s (cached in
 # /tmp/gpu-check-models for a rerun), gpu_check.py <= 300 s in all, tests ~60 s: about 6.5 minutes,
-# plus the machine's start. OUT_DIR gets at most 6 files (the device tool returns 8).
+# plus the machine's start. OUT_DIR gets at most 6 files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Download, here (where the package registry is reachable), exactly the wheels that
-# scripts/gpu_check.sh installs on a lent GPU machine, into .gpu-wheels/ (ignored by git), and
+# scripts/gpu_check.sh installs on a GPU host, into .gpu-wheels/ (ignored by git), and
 # print their total size. The GPU machine has no package index; what it lacks travels with the
 # working tree, 64 MiB in all (the tree itself is ~1.3 MB: `git ls-files` plus untracked files).
 #
@@ -10,8 +10,8 @@
 # transformers 5.17.0, tokenizers 0.23.2, huggingface_hub 1.33.0, numpy 2.5.2, accelerate 1.15.0,
 # peft, safetensors, sentencepiece, scipy, scikit-learn, numba, pandas, pyarrow, xxhash, fsspec,
 # joblib, lazy-loader, msgpack, six, httpx, prometheus-client, psutil, pyyaml, pytest, anyio, h11,
-# click, annotated-doc, tiktoken, regex, matplotlib ... (/work/.library/device/KINDS.md, "Python
-# packages already there"). Not there: fastapi, starlette, uvicorn, pydantic and everything below.
+# click, annotated-doc, tiktoken, regex, matplotlib ... (the image's package list). Not there:
+# fastapi, starlette, uvicorn, pydantic and everything below.
 #
 # Decisions (each verified in a scratch venv without system site-packages holding the machine's
 # versions where they exist, running the three adapters, the server and the offline references):
