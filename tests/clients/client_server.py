@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from types import ModuleType
 
 import pytest
@@ -29,9 +28,9 @@ def client_module(name: str) -> ModuleType:
     return pytest.importorskip(name, reason=f"{name} comes with the [clients] extra: pip install -e '.[clients]'")
 
 
-@contextmanager
-def serving(bge_m3_dir, reranker_dir) -> Iterator[LiveServer]:
-    """Both models, behind KEY; each client file holds one for its module."""
+@pytest.fixture(scope="module")
+def server(bge_m3_dir, reranker_dir) -> Iterator[LiveServer]:
+    """Both models, behind KEY: one server per client file, which imports this fixture by name."""
     with live_server(embedding_model=str(bge_m3_dir), reranker_model=str(reranker_dir), api_keys=[KEY]) as srv:
         yield srv
 

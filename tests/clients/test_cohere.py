@@ -11,13 +11,7 @@ from client_server import client_module  # noqa: E402 - after the environment it
 
 cohere = client_module("cohere")
 
-from client_server import KEY, QUERY, RERANK_MODEL, TEXTS, rerank, scores, serving
-
-
-@pytest.fixture(scope="module")
-def server(bge_m3_dir, reranker_dir):
-    with serving(bge_m3_dir, reranker_dir) as srv:
-        yield srv
+from client_server import KEY, QUERY, RERANK_MODEL, TEXTS, rerank, scores, server
 
 
 DOCS = [*TEXTS, "Bamboo is what pandas eat.", "The stock market fell today."]

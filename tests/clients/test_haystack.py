@@ -6,22 +6,14 @@ from __future__ import annotations
 
 import os
 
-import pytest
 
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # Haystack reports usage to its makers unless told not to
 from client_server import client_module  # noqa: E402 - after the environment it needs
 
 haystack = client_module("haystack")
 
-from client_server import AUTH, KEY, QUERY, TEXTS, close, embeddings, serving, vectors
+from client_server import AUTH, KEY, QUERY, TEXTS, close, embeddings, server, vectors
 from haystack.utils import Secret
-
-
-@pytest.fixture(scope="module")
-def server(bge_m3_dir, reranker_dir):
-    with serving(bge_m3_dir, reranker_dir) as srv:
-        yield srv
-
 
 
 def test_openai_text_and_document_embedders(server):

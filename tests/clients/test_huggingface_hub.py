@@ -6,14 +6,7 @@ from __future__ import annotations
 import huggingface_hub  # noqa: E402 - a dependency of the project or of its [test] extra
 import numpy as np
 import pytest
-from client_server import AUTH, KEY, TEXTS, close, serving, vectors
-
-
-@pytest.fixture(scope="module")
-def server(bge_m3_dir, reranker_dir):
-    with serving(bge_m3_dir, reranker_dir) as srv:
-        yield srv
-
+from client_server import AUTH, KEY, TEXTS, close, server, vectors
 
 
 def client(srv, token: str = KEY, provider: str | None = None):

@@ -8,7 +8,6 @@ test_huggingface_hub.py)."""
 
 from __future__ import annotations
 
-import pytest
 from client_server import (
     KEY,
     QUERY,
@@ -17,16 +16,9 @@ from client_server import (
     client_module,
     close,
     rerank,
-    serving,
+    server,
     vectors,
 )
-
-
-@pytest.fixture(scope="module")
-def server(bge_m3_dir, reranker_dir):
-    with serving(bge_m3_dir, reranker_dir) as srv:
-        yield srv
-
 
 
 def test_openai_embeddings_offline(server):

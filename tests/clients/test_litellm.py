@@ -24,15 +24,9 @@ from client_server import (
     close,
     embeddings,
     rerank,
-    serving,
+    server,
 )
 from conftest import live_server
-
-
-@pytest.fixture(scope="module")
-def server(bge_m3_dir, reranker_dir):
-    with serving(bge_m3_dir, reranker_dir) as srv:
-        yield srv
 
 
 DOCS = [*TEXTS, "Bamboo is what pandas eat."]

@@ -12,16 +12,9 @@ from client_server import (
     client_module,
     close,
     rerank,
-    serving,
+    server,
     vectors,
 )
-
-
-@pytest.fixture(scope="module")
-def server(bge_m3_dir, reranker_dir):
-    with serving(bge_m3_dir, reranker_dir) as srv:
-        yield srv
-
 
 
 def test_text_embeddings_inference(server):

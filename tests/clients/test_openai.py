@@ -7,14 +7,7 @@ import base64
 import numpy as np
 import openai  # noqa: E402 - a dependency of the project or of its [test] extra
 import pytest
-from client_server import KEY, TEXTS, close, embeddings, serving
-
-
-@pytest.fixture(scope="module")
-def server(bge_m3_dir, reranker_dir):
-    with serving(bge_m3_dir, reranker_dir) as srv:
-        yield srv
-
+from client_server import KEY, TEXTS, close, embeddings, server
 
 
 def sdk(srv) -> openai.OpenAI:
