@@ -107,21 +107,18 @@ class BgeM3:
             features, return_dense=True, return_sparse=want_sparse, return_colbert_vecs=want_colbert
         )
         raw = out["dense_vecs"]
-        finite = finite_rows(raw)
+        # Finite, row by row, in each output (an item is judged on the outputs it asked for).
         lengths = [len(it.input_ids) for it in items]
-        if want_sparse:
-            finite = [ok and (good or not it.sparse) for ok, good, it
-                      in zip(finite, finite_rows(out["sparse_vecs"], lengths), items)]
-        if want_colbert:  # one vector per token but <s>
-            finite = [ok and (good or not it.colbert) for ok, good, it
-                      in zip(finite, finite_rows(out["colbert_vecs"], [n - 1 for n in lengths]), items)]
+        dense_ok = finite_rows(raw)
+        sparse_ok = finite_rows(out["sparse_vecs"], lengths) if want_sparse else None
+        colbert_ok = finite_rows(out["colbert_vecs"], [n - 1 for n in lengths]) if want_colbert else None  # no <s>
         dense = F.normalize(raw, dim=-1).float().cpu().numpy()
         unnormalized = raw.float().cpu().numpy() if not all(it.normalize for it in items) else None
         weights = out["sparse_vecs"].squeeze(-1).float().cpu().numpy() if want_sparse else None
         colbert = F.normalize(out["colbert_vecs"], dim=-1).float().cpu().numpy() if want_colbert else None
         results: list[EmbedResult | Exception] = []
         for row, item in enumerate(items):
-            if not finite[row]:
+            if not (dense_ok[row] and (not item.sparse or sparse_ok[row]) and (not item.colbert or colbert_ok[row])):
                 results.append(non_finite("bge-m3"))
                 continue
             result = EmbedResult(dense=dense[row] if item.normalize else unnormalized[row])
