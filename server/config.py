@@ -100,8 +100,16 @@ class Settings(BaseSettings):
         "its priority, so a short request never waits behind a long one; fifo: oldest items first, priorities "
         "ignored.",
     )
+    deadline_scheduling: bool = Field(
+        True, description="Every request has a deadline (--request-timeout, or sooner with the header "
+        "X-Request-Timeout): refuse at once (503 + Retry-After) a request the batcher forecasts would miss it, "
+        "serve the earliest deadlines first when the load would make some late, and fail early (503 "
+        "deadline_exceeded) a request that can no longer make it. Off: queue while there is room, 504 at the "
+        "deadline.",
+    )
     request_timeout: float = Field(
-        300.0, gt=0, description="Seconds a request may wait for its results before 504."
+        300.0, gt=0, description="Seconds a request may take before 504: its deadline, unless it asks for a shorter "
+        "one (X-Request-Timeout, or the openai SDK's own timeout: X-Stainless-Read-Timeout).",
     )
     shutdown_timeout: float = Field(
         30.0, gt=0, description="Seconds to finish in-flight and queued work after SIGTERM before exiting."

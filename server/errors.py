@@ -62,7 +62,8 @@ class PayloadTooLarge(ApiError):
 
 
 class Overloaded(ApiError):
-    """Queue full: the client should retry later; carries Retry-After."""
+    """Queue full, or the work queued would make this request miss its deadline: the client should
+    retry later (or on another replica); carries Retry-After."""
 
     status = 503
     type = "server_error"
@@ -70,6 +71,13 @@ class Overloaded(ApiError):
 
     def __init__(self, message: str, retry_after_s: int = 1):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class DeadlineExceeded(Overloaded):
+    """Accepted, then found unable to finish by its deadline (other work took longer than forecast,
+    or interactive work went ahead): failed at once rather than at the deadline; carries Retry-After."""
+
+    code = "deadline_exceeded"
 
 
 class NotReady(ApiError):
@@ -161,6 +169,8 @@ def tei_error_body(message: str, status: int, code: str | None) -> dict:
     """TEI's body, {"error", "error_type"}, with TEI's names for what went wrong; the status stays ours."""
     if code in ("empty", "overloaded"):
         error_type = code.capitalize()
+    elif code == "deadline_exceeded":
+        error_type = "Overloaded"
     elif status == 503:
         error_type = "Unhealthy"  # loading or shutting down
     elif status >= 500 or status == 499:

@@ -8,12 +8,15 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from server.engine.batching import Batcher, BatchRecord
+from server.engine.batching import Batcher, BatchRecord, RequestRecord
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 _RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Actual minus forecast completion: negative is early (the forecast is an upper bound while the
+# fair order runs), positive late.
+_ERROR_BUCKETS = (-30, -10, -5, -2, -1, -0.5, -0.25, -0.1, 0, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 
 
 # inference_items_total's outcomes: BatcherStats counters of the same names.
@@ -46,6 +49,17 @@ class _BatcherCollector(Collector):
             "inference_batch_cost", "Cost (tokens, or audio frames) run in forward passes: real, or padded as "
             "computed.", labels=["model", "kind"],
         )
+        refused = CounterMetricFamily(
+            "inference_requests_refused", "Requests refused at admission with 503 and Retry-After, by reason: "
+            "deadline (the batcher forecast it would miss its deadline), queue_full (--max-queue items waiting).",
+            labels=["model", "reason"],
+        )
+        deadlines = CounterMetricFamily(
+            "inference_request_deadlines", "Accepted requests by how their deadline went: met (answered in time), "
+            "missed (failed early as unable to make it, timed out, or answered late); missed_dropped_early: of "
+            "the missed, those failed before their deadline with their remaining work dropped.",
+            labels=["model", "outcome"],
+        )
         for model, batcher in self.batchers.items():
             depth.add_metric([model], batcher.queue_depth)
             for priority, count in batcher.queue_depth_by_priority().items():
@@ -56,11 +70,18 @@ class _BatcherCollector(Collector):
             cost.add_metric([model, "real"], s.real_cost)
             cost.add_metric([model, "padded"], s.padded_cost)
             fixed.add_metric([model], s.fixed_cost)
+            refused.add_metric([model, "deadline"], s.refused_deadline)
+            refused.add_metric([model, "queue_full"], s.refused_queue_full)
+            deadlines.add_metric([model, "met"], s.deadline_met)
+            deadlines.add_metric([model, "missed"], s.deadline_missed)
+            deadlines.add_metric([model, "missed_dropped_early"], s.doomed)
         yield depth
         yield by_priority
         yield items
         yield cost
         yield fixed
+        yield refused
+        yield deadlines
 
 
 class Metrics:
@@ -85,7 +106,12 @@ class Metrics:
         )
         self.queue_wait = Histogram(
             "inference_queue_wait_seconds", "Seconds from an item queued to its forward pass done, by request "
-            "priority.", ["model", "priority"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+            "priority and tenant (key-N: the N-th configured API key; none: an open server).",
+            ["model", "priority", "tenant"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.prediction_error = Histogram(
+            "inference_deadline_prediction_error_seconds", "Accepted requests answered: seconds to completion minus "
+            "the batcher's forecast at admission.", ["model"], buckets=_ERROR_BUCKETS, registry=self.registry,
         )
         self.request_seconds = Histogram(
             "inference_request_seconds", "Request latency by route and status.", ["route", "status"],
@@ -104,7 +130,14 @@ class Metrics:
             self.batch_cost.labels(model).observe(record.padded_cost)
             self.batch_padding.labels(model).observe(1 - record.real_cost / record.padded_cost)
             self.batch_seconds.labels(model).observe(record.seconds)
-            for priority, seconds in record.waits:
-                self.queue_wait.labels(model, priority).observe(seconds)
+            for priority, tenant, seconds in record.waits:
+                self.queue_wait.labels(model, priority, tenant).observe(seconds)
+
+        return observe
+
+    def request_observer(self, model: str):
+        def observe(record: RequestRecord) -> None:
+            if record.predicted_s is not None and record.actual_s is not None:
+                self.prediction_error.labels(model).observe(record.actual_s - record.predicted_s)
 
         return observe

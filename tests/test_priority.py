@@ -50,7 +50,7 @@ def test_metrics_show_depth_and_waits_by_priority(embed_server):
     for priority in ("interactive", "normal", "background"):
         assert f'inference_queue_depth_by_priority{{model="bge-m3",priority="{priority}"}} 0.0' in text
         count = next(line for line in text.splitlines()
-                     if line.startswith(f'inference_queue_wait_seconds_count{{model="bge-m3",priority="{priority}"}}'))
+                     if line.startswith(f'inference_queue_wait_seconds_count{{model="bge-m3",priority="{priority}",tenant="none"}}'))
         assert float(count.split()[-1]) >= 1
 
 

@@ -8,20 +8,26 @@ import hmac
 from server.errors import Unauthorized
 
 
-def key_matches(token: str, keys: list[str]) -> bool:
+def matching_key(token: str, keys: list[str]) -> int | None:
+    """The index of the key ``token`` is, if any."""
     # Compare against every key, always, so timing does not tell how many keys or which one matched.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(token.encode(), key.encode())
+    matched = None
+    for index, key in enumerate(keys):
+        if hmac.compare_digest(token.encode(), key.encode()):
+            matched = index
     return matched
 
 
-def check_authorization(header: str, keys: list[str]) -> None:
-    """Raise Unauthorized unless ``header`` is ``Bearer <one of keys>``; no keys = open server."""
+def authorized_tenant(header: str, keys: list[str]) -> str | None:
+    """The tenant ``header``'s key belongs to, ``key-N`` for the N-th configured key (the key itself
+    never leaves here); raise Unauthorized unless it is ``Bearer <one of keys>``. No keys = open
+    server: no tenants, None."""
     if not keys:
-        return
+        return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Missing API key: send the header 'Authorization: Bearer <key>'.")
-    if not key_matches(token.strip(), keys):
+    index = matching_key(token.strip(), keys)
+    if index is None:
         raise Unauthorized("Invalid API key.")
+    return f"key-{index + 1}"

@@ -9,8 +9,9 @@ import uuid
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.api.auth import check_authorization
+from server.api.auth import authorized_tenant
 from server.api.route_labels import RouteLabels
+from server.api.terms import TENANT
 from server.errors import ApiError, PayloadTooLarge, error_response, internal_error_response
 from server.metrics import Metrics
 
@@ -61,7 +62,8 @@ class RequestContext:
 class ApiKeyGuard:
     """401 on protected paths (under ``prefixes``, or one of ``paths``) without a right Bearer key,
     before anything reads the body. A CORS preflight (OPTIONS) never carries the key, by the Fetch
-    standard, so OPTIONS passes: it reads nothing and runs nothing."""
+    standard, so OPTIONS passes: it reads nothing and runs nothing. The key's tenant is left in the
+    scope's state for the batcher's fair sharing (server.api.terms)."""
 
     def __init__(self, app: ASGIApp, keys: list[str], prefixes: tuple[str, ...],
                  paths: frozenset[str] = frozenset()):
@@ -76,7 +78,7 @@ class ApiKeyGuard:
                 and (path.startswith(self.prefixes) or path in self.paths)):
             header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             try:
-                check_authorization(header, self.keys)
+                scope.setdefault("state", {})[TENANT] = authorized_tenant(header, self.keys)
             except ApiError as err:
                 return await error_response(err, path)(scope, receive, send)
         await self.app(scope, receive, send)

@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from server.api.responses import json_response, runtime
 from server.api.schema import ERROR_RESPONSES
+from server.api.terms import request_terms
 from server.embeddings import SPEC, tei
 from server.embeddings.schema import EmbeddingRequest, EmbeddingResponse
 
@@ -19,6 +20,6 @@ router.include_router(tei.router)
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
     """Dense bge-m3 vectors; `return_sparse` / `return_colbert` add bge-m3's other two outputs."""
     service = runtime(request).lookup(SPEC.kind, body.model)
-    payload = await service.create(body, is_gone=request.is_disconnected)
+    payload = await service.create(body, request_terms(request, body.priority), is_gone=request.is_disconnected)
     request.app.state.metrics.tokens.labels(SPEC.served_name).inc(payload["usage"]["prompt_tokens"])
     return await json_response(payload)

@@ -13,6 +13,7 @@ from server.config import Settings
 from server.embeddings.model import BgeM3, EmbedItem, EmbedResult
 from server.embeddings.schema import EmbeddingRequest
 from server.engine.batching import Batcher, gather_results
+from server.engine.deadlines import Terms
 from server.errors import InvalidRequest
 
 
@@ -25,31 +26,32 @@ def encode_vector(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
 
 
 class EmbeddingService:
-    def __init__(self, model: BgeM3, batcher: Batcher, *, max_tokens: int, max_inputs: int, timeout: float):
+    def __init__(self, model: BgeM3, batcher: Batcher, *, max_tokens: int, max_inputs: int):
         self.model = model
         self.batcher = batcher
         self.max_tokens = min(max_tokens, model.max_tokens)
         self.max_inputs = max_inputs
-        self.timeout = timeout
 
     @classmethod
     def from_settings(cls, model: BgeM3, batcher: Batcher, settings: Settings) -> EmbeddingService:
         return cls(model, batcher, max_tokens=settings.embedding_max_tokens,
-                   max_inputs=settings.max_inputs_per_request, timeout=settings.request_timeout)
+                   max_inputs=settings.max_inputs_per_request)
 
-    async def create(self, req: EmbeddingRequest, is_gone: Callable[[], Awaitable[bool]] | None = None) -> dict:
+    async def create(self, req: EmbeddingRequest, terms: Terms,
+                     is_gone: Callable[[], Awaitable[bool]] | None = None) -> dict:
         if req.dimensions is not None and req.dimensions != self.model.dim:
             raise InvalidRequest(
                 f"dimensions={req.dimensions} is not supported: bge-m3 vectors have {self.model.dim} dimensions.",
                 param="dimensions",
             )
         inputs = self._as_list(req.input)
+        self.batcher.check_admission(terms)
         token_ids = await self.batcher.gate.run_preparation(self._tokenize, inputs, req.truncate)
         token_ids = [self._fit(ids, i, req.truncate) for i, ids in enumerate(token_ids)]
 
         items = [(EmbedItem(ids, sparse=req.return_sparse, colbert=req.return_colbert, normalize=req.normalize),
                   len(ids)) for ids in token_ids]
-        results: list[EmbedResult] = await gather_results(self.batcher.submit(items, req.priority), self.timeout, is_gone)
+        results: list[EmbedResult] = await gather_results(self.batcher.submit(items, terms), terms, is_gone)
 
         tokens = sum(len(ids) for ids in token_ids)
         return {

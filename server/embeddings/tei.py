@@ -20,6 +20,7 @@ from starlette.responses import Response
 from server.api.nulls import NullMeansDefault
 from server.api.responses import json_response, runtime
 from server.api.schema import PRIORITY_DESCRIPTION, Text
+from server.api.terms import request_terms
 from server.embeddings import SPEC
 from server.embeddings.schema import EmbeddingRequest, TokenIds
 from server.engine.fair_queue import Priority
@@ -67,7 +68,8 @@ def to_service(body: TeiEmbedRequest, sparse: bool) -> EmbeddingRequest:
 
 async def _embed(body: TeiEmbedRequest, request: Request, sparse: bool) -> Response:
     service = runtime(request).lookup(SPEC.kind, SPEC.served_name)
-    payload = await service.create(to_service(body, sparse), is_gone=request.is_disconnected)
+    req = to_service(body, sparse)
+    payload = await service.create(req, request_terms(request, req.priority), is_gone=request.is_disconnected)
     tokens = payload["usage"]["prompt_tokens"]
     request.app.state.metrics.tokens.labels(SPEC.served_name).inc(tokens)
     if sparse:

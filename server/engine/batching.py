@@ -16,6 +16,10 @@ model's own worker thread) and a cost per item (tokens, or audio frames). The ba
   counting the fixed cost every pass pays whatever its size, which the batcher learns from its
   own passes (ForwardTimeFit);
 * refuses work past ``max_queue`` items (503 + Retry-After) instead of growing a backlog;
+* with deadline scheduling (server.engine.deadlines), refuses at once a request the forecast says
+  cannot be done by its deadline, serves the requests in deadline order instead of the fair one
+  when the fair one would make some of them late, and fails a request as soon as it is known to be
+  late, dropping its queued items;
 * drops an item whose caller is gone (future cancelled) before it is computed;
 * isolates failures: a batch that raises is split in halves and retried, so one bad item fails
   only its own request; CUDA out-of-memory takes the same path after freeing the cache;
@@ -38,10 +42,12 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from server.engine.cpu_gate import CpuGate
-from server.engine.fair_queue import FairQueue, QueuedItem
+from server.engine.deadlines import NO_DEADLINE, Forecast, Terms, Verdict, judge, plan
+from server.engine.fair_queue import FairQueue, Flow, QueuedItem
 from server.engine.pass_times import ForwardTimeFit
 from server.errors import (
     ClientDisconnected,
+    DeadlineExceeded,
     NonFiniteOutput,
     OutOfMemory,
     Overloaded,
@@ -71,7 +77,16 @@ class BatchRecord:
     real_cost: int
     seconds: float
     failed_items: int
-    waits: list[tuple[str, float]] = field(default_factory=list)  # (priority, seconds queued to computed)
+    waits: list[tuple[str, str, float]] = field(default_factory=list)  # (priority, tenant, seconds queued to computed)
+
+
+@dataclass
+class RequestRecord:
+    """How one request's deadline went, for metrics: ``met`` None when its caller left first."""
+
+    met: bool | None
+    predicted_s: float | None  # forecast at admission, seconds to completion
+    actual_s: float | None  # seconds to completion (None: dropped or cancelled, not completed)
 
 
 @dataclass
@@ -90,6 +105,12 @@ class BatcherStats:
     padded_cost: int = 0  # sum of rows x costliest row over batches: real / padded = padding efficiency
     busy_seconds: float = 0.0  # time in forward passes: busy / wall time = how busy the worker was
     fixed_cost: float = 0.0  # not a counter: the current estimate of a pass's fixed cost, in cost units
+    # Requests, not items:
+    refused_deadline: int = 0  # refused at admission: the forecast said they would be late
+    refused_queue_full: int = 0
+    deadline_met: int = 0  # completed by their deadline
+    deadline_missed: int = 0  # accepted, then late: dropped as doomed, timed out, or completed late
+    doomed: int = 0  # of the missed, failed early with their queued items dropped
 
 
 # What cuBLAS, cuDNN and the caching allocator say when an allocation fails outside the allocator's
@@ -143,6 +164,10 @@ class Batcher(Generic[P, R]):
     # bound); the head always runs. A request arriving mid-pass waits for the pass in flight, and at
     # full size on a 2-core CPU one 240 s SenseVoice pass takes 16 s (scripts/asr_pass_time.py).
     max_pass_seconds: float = 0.0
+    # Admission by forecast completion and deadline order under overload (server.engine.deadlines);
+    # off: every request is queued while the queue has room, and served in the fair (or fifo) order.
+    deadline_scheduling: bool = True
+    on_request: Callable[[RequestRecord], None] | None = None
 
     def __post_init__(self) -> None:
         self._queue = FairQueue(fair=self.fair)
@@ -154,7 +179,10 @@ class Batcher(Generic[P, R]):
         # One thread per model: forward passes of one model never overlap, and never run on the loop.
         self.executor = self.executor or model_thread(self.name)
         self._times = ForwardTimeFit()
+        self._forecast = Forecast(self._times)
         self._pass_budget: float = self.max_batch_cost  # this pass's: the cost budget, or less by time
+        self._pass_ends_at: float = 0.0  # when the pass in flight should end, by the forecast
+        self._last_pass_end: float | None = None  # when the last pass ended, if work was left queued
 
     # ---- public surface -------------------------------------------------------------------------
 
@@ -169,9 +197,18 @@ class Batcher(Generic[P, R]):
     def queue_depth_by_priority(self) -> dict[str, int]:
         return self._queue.depth_by_priority()
 
-    def submit(self, items: Sequence[tuple[P, int]], priority: str = "normal") -> list[asyncio.Future]:
+    def check_admission(self, terms: Terms) -> None:
+        """Refuse now, before a request is prepared (tokenized, decoded), what would be refused
+        anyway: a full queue, or a backlog that alone outlasts the request's deadline."""
+        if self._closing:
+            raise ShuttingDown("The server is shutting down; retry on another replica.")
+        if len(self._queue) >= self.max_queue:
+            self._refuse_queue_full(0)
+        self._admit(terms, 0)
+
+    def submit(self, items: Sequence[tuple[P, int]], terms: Terms = NO_DEADLINE) -> list[asyncio.Future]:
         """Queue ``(payload, cost)`` items of one request, all or none, as one flow of the fair
-        queue at ``priority``; returns one future per item."""
+        queue on ``terms``; returns one future per item."""
         if self._closing:
             raise ShuttingDown("The server is shutting down; retry on another replica.")
         if len(items) > self.max_queue:
@@ -179,16 +216,18 @@ class Batcher(Generic[P, R]):
                 f"The request has {len(items)} items; this server queues at most {self.max_queue} per model."
             )
         if len(self._queue) + len(items) > self.max_queue:
-            self.stats.rejected += len(items)
-            raise Overloaded(f"The {self.name} queue is full; retry shortly.", self.retry_after_s)
+            self._refuse_queue_full(len(items))
+        costs = [max(1, int(cost)) for _, cost in items]
+        verdict = self._admit(terms, sum(costs))
         loop = asyncio.get_running_loop()
-        queued = self._queue.push([(payload, max(1, int(cost)), loop.create_future()) for payload, cost in items],
-                                  priority)
-        for item in queued:
+        flow = self._queue.push([(payload, cost, loop.create_future()) for (payload, _), cost in zip(items, costs)],
+                                terms.priority, terms.tenant, terms.deadline)
+        flow.predicted_s = verdict.predicted_s
+        for item in flow.items:
             item.future.add_done_callback(lambda fut, it=item: self._forget_if_cancelled(it))
         self.stats.submitted += len(items)
         self._wakeup.set()
-        return [item.future for item in queued]
+        return [item.future for item in flow.items]
 
     def pause(self) -> None:
         """Hold new batches (the one computing finishes). For tests and maintenance; work still queues."""
@@ -213,11 +252,74 @@ class Batcher(Generic[P, R]):
                         item.future.set_exception(ShuttingDown("The server shut down before this item ran."))
         self.executor.shutdown(wait=False, cancel_futures=True)
 
+    # ---- admission -------------------------------------------------------------------------------
+
+    def _refuse_queue_full(self, items: int) -> None:
+        self.stats.rejected += items
+        self.stats.refused_queue_full += 1
+        raise Overloaded(f"The {self.name} queue is full; retry shortly.", self.retry_after_s)
+
+    def _admit(self, terms: Terms, cost: int) -> Verdict:
+        if not self.deadline_scheduling:
+            return Verdict(True)
+        now = time.monotonic()
+        verdict = judge(self._queue.flows(), terms, cost, self._forecast.seconds, self._start_in(now), self.fair, now)
+        if verdict.admitted:
+            return verdict
+        if verdict.alone_s is not None and verdict.alone_s > terms.timeout:  # no retry will fit
+            raise PayloadTooLarge(
+                f"This request would take about {verdict.alone_s:.1f} s of the {self.name} model alone, longer than "
+                f"its {terms.timeout:g} s deadline: send less in one request, or allow it longer (X-Request-Timeout, "
+                "up to the server's --request-timeout).", code="deadline_too_short")
+        self.stats.refused_deadline += 1
+        raise Overloaded(
+            f"The {self.name} model cannot finish this request within its {terms.timeout:g} s deadline with the "
+            f"work queued now (about {verdict.predicted_s:.1f} s); retry after {verdict.retry_after_s} s or on "
+            "another replica.", verdict.retry_after_s)
+
+    def _start_in(self, now: float) -> float:
+        """Seconds until the model is free of the pass in flight, by the forecast."""
+        return max(0.0, self._pass_ends_at - now)
+
+    def _drop_doomed(self, flows: list[Flow], now: float) -> None:
+        for flow in flows:
+            for item in self._queue.drop(flow):
+                self.stats.dropped += 1
+                if not item.future.done():
+                    item.future.set_exception(DeadlineExceeded(
+                        f"The {self.name} model can no longer finish this request within its deadline; it was "
+                        "dropped before its remaining work was computed. Retry later or on another replica.",
+                        self.retry_after_s))
+                self._resolve(item, now, doomed=True)
+
+    def _resolve(self, item: QueuedItem, now: float, doomed: bool = False) -> None:
+        """An item is done with (computed, dropped or cancelled); on a request's last, record how
+        its deadline went."""
+        flow = item.flow
+        flow.doomed = flow.doomed or doomed
+        flow.gone = flow.gone or item.future.cancelled()
+        if not self._queue.resolve(item) or not self.deadline_scheduling:
+            return
+        late = flow.doomed or now > flow.deadline
+        if flow.gone and not late:
+            met = None  # its caller left in time: no deadline to judge
+        else:
+            met = not late
+            if met:
+                self.stats.deadline_met += 1
+            else:
+                self.stats.deadline_missed += 1
+                self.stats.doomed += flow.doomed
+        if self.on_request is not None:
+            completed = not flow.doomed and not flow.gone
+            self.on_request(RequestRecord(met, flow.predicted_s, now - flow.arrived if completed else None))
+
     # ---- worker loop ----------------------------------------------------------------------------
 
     def _forget_if_cancelled(self, item: QueuedItem) -> None:
         if item.future.cancelled() and self._queue.discard(item):
             self.stats.dropped += 1
+            self._resolve(item, time.monotonic())
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -235,26 +337,51 @@ class Batcher(Generic[P, R]):
                 if not batch:
                     continue
                 started = time.perf_counter()
+                expected = self._forecast.seconds(sum(it.cost for it in batch))
+                self._pass_ends_at = time.monotonic() + (expected or 0.0)
                 try:
                     results = await loop.run_in_executor(self.executor, self._run_isolated, [i.payload for i in batch])
                 except Exception as err:  # a bug in the batcher itself: fail the batch, keep serving
                     log.exception("%s: batch failed outside the model", self.name)
                     results = [err] * len(batch)
+                except asyncio.CancelledError:  # a drain that timed out: its callers still get an answer
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(ShuttingDown("The server shut down before this item ran."))
+                    raise
                 seconds = time.perf_counter() - started
             self._deliver(batch, results, seconds)
 
+    def _window(self) -> tuple[list[QueuedItem], bool]:
+        """The next ``lookahead`` items, in the fair order, or in deadline order when the fair one
+        would make a request late (server.engine.deadlines); and whether the order is the fair one.
+        Requests that can no longer make their deadlines are failed here."""
+        if self.deadline_scheduling and self._forecast.seconds(0.0) is not None:
+            now = time.monotonic()
+            flows = self._queue.flows()
+            schedule = plan(flows, self._forecast.seconds, 0.0, self.fair, now)
+            self._drop_doomed(schedule.doomed, now)
+            next_pass = self._forecast.seconds(min(self._pass_budget, sum(f.queued_cost for f in schedule.order)))
+            if schedule.slack < next_pass:
+                return self._queue.take_from(schedule.order, self.lookahead), False
+        return self._queue.take_window(self.lookahead), self.fair
+
     def _next_batch(self) -> list[QueuedItem]:
-        """The head of the fair order and the items, among the next ``lookahead`` it admits, that
-        add the least padding, each request first up to its fair share of the pass."""
-        taken = self._queue.take_window(self.lookahead)
+        """The head of the window (server.engine.fair_queue's order, or the deadline order) and the
+        items among it that add the least padding, each request first up to its fair share of the pass."""
+        self._pass_budget = min(self.max_batch_cost, self._times.padded_within(self.max_pass_seconds)
+                                if self.max_pass_seconds else math.inf)
+        taken, fair = self._window()
         window = [it for it in taken if not it.future.done()]  # done: cancelled, its callback not run yet
         self.stats.dropped += len(taken) - len(window)
+        now = time.monotonic()
+        for item in taken:
+            if item.future.done():
+                self._resolve(item, now)
         if not window:
             return []
         head = window[0]
-        self._pass_budget = min(self.max_batch_cost, self._times.padded_within(self.max_pass_seconds)
-                                if self.max_pass_seconds else math.inf)
-        seats = Counter(it.flow for it in self._fair_share(window)) if self.fair else Counter()
+        seats = Counter(it.flow for it in self._fair_share(window)) if fair else Counter()
         seats[head.flow] -= 1
         rest = sorted(window[1:], key=lambda it: it.cost)
         chosen, longest, total = [head], head.cost, head.cost
@@ -267,7 +394,7 @@ class Batcher(Generic[P, R]):
             # beyond this window (bulk work, which needs later passes anyway) join only while the
             # pass takes at most latency_stretch times what the head's own items would alone.
             # Requests that finish in this pass (many lone clips) batch freely, as they always did.
-            cap = self.latency_stretch * (fixed + own_rows * own_longest) - fixed if self.fair else math.inf
+            cap = self.latency_stretch * (fixed + own_rows * own_longest) - fixed if fair else math.inf
             allowed = [it for it in rest if it.flow is head.flow or it.flow not in bulk
                        or (len(chosen) + 1) * max(longest, it.cost) <= cap]
             # A request's items that match the batch's lengths best fill its seats; then any item.
@@ -365,47 +492,55 @@ class Batcher(Generic[P, R]):
 
     def _deliver(self, batch: list[QueuedItem], results: Sequence[Any], seconds: float) -> None:
         failed = 0
+        now = time.monotonic()
         for item, result in zip(batch, results):
             if isinstance(result, BaseException):
                 failed += 1
                 self.stats.non_finite += isinstance(result, NonFiniteOutput)
-            if item.future.done():  # cancelled while computing; completing it again would raise
-                continue
-            if isinstance(result, BaseException):
-                item.future.set_exception(result)
-            else:
-                item.future.set_result(result)
+            if not item.future.done():  # done: cancelled while computing; completing it again would raise
+                if isinstance(result, BaseException):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(result)
+            self._resolve(item, now)
         self.stats.batches += 1
         self.stats.computed += len(batch)
         self.stats.failed += failed
         costs = [it.cost for it in batch]
-        now = time.monotonic()
-        waits = [(it.flow.priority, now - it.queued_at) for it in batch]
+        waits = [(it.flow.priority, it.flow.tenant.label, now - it.queued_at) for it in batch]
         record = BatchRecord(len(batch), len(batch) * max(costs), sum(costs), seconds, failed, waits)
         self.stats.real_cost += record.real_cost
         self.stats.padded_cost += record.padded_cost
         self.stats.busy_seconds += seconds
         if not failed:
             self._times.add(record.padded_cost, seconds)
+            self._learn_rate(record, seconds, now)
+
+    def _learn_rate(self, record: BatchRecord, seconds: float, now: float) -> None:
+        """The forecast's inputs: wall time per real cost while busy, and how much passes pad."""
+        forecast = self._forecast
+        busy_since = self._last_pass_end
+        forecast.rate.add(now - busy_since if busy_since is not None else seconds, record.real_cost)
+        forecast.padding = 0.9 * forecast.padding + 0.1 * record.padded_cost / record.real_cost
+        self._last_pass_end = now if self._queue else None
         if self.on_batch is not None:
             self.on_batch(record)
 
 
 async def gather_results(
     futures: list[asyncio.Future],
-    timeout: float,
+    terms: Terms,
     is_gone: Callable[[], Awaitable[bool]] | None = None,
     poll_s: float = 0.25,
 ) -> list:
     """Await a request's item futures; cancel them all (so queued items are dropped) if the caller
-    is gone or ``timeout`` passes (504). The first failing item's error is raised."""
-    deadline = time.monotonic() + timeout
+    is gone or its deadline passes (504). The first failing item's error is raised."""
     pending = set(futures)
     try:
         while pending:
-            left = deadline - time.monotonic()
+            left = terms.deadline - time.monotonic()
             if left <= 0:
-                raise Timeout(f"The request did not complete within {timeout:g} s.")
+                raise Timeout(f"The request did not complete within {terms.timeout:g} s.")
             _, pending = await asyncio.wait(pending, timeout=min(poll_s, left))
             if pending and is_gone is not None and await is_gone():
                 raise ClientDisconnected("The client closed the connection.")

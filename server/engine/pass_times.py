@@ -60,3 +60,34 @@ class ForwardTimeFit:
             return seconds * self.sx / self.sy
         fixed, per_unit = line
         return max(0.0, (seconds - max(0.0, fixed)) / per_unit)
+
+    def seconds(self, padded_cost: float) -> float | None:
+        """What one pass of ``padded_cost`` should take; None until a pass is seen."""
+        if self.n < 1 or self.sx <= 0:
+            return None
+        line = self._line()
+        if line is None or line[1] <= 0:
+            return padded_cost * self.sy / self.sx
+        fixed, per_unit = line
+        return max(0.0, fixed) + per_unit * padded_cost
+
+
+@dataclass
+class BusyRate:
+    """Seconds of wall time per unit of real cost while the model has work queued: the time between
+    the ends of consecutive passes, so that padding, a pass's fixed cost, the CPU's turns with
+    request preparation and the batcher's own work all count, per the later pass's real cost. After
+    an idle spell a pass's own time is its sample. Each older pass weighs ``decay`` times less: the
+    rate follows a machine that gets busier within a few passes."""
+
+    decay: float = 0.9
+    seconds: float = 0.0
+    cost: float = 0.0
+
+    def add(self, seconds: float, real_cost: float) -> None:
+        self.seconds = self.decay * self.seconds + seconds
+        self.cost = self.decay * self.cost + real_cost
+
+    @property
+    def per_unit(self) -> float | None:
+        return self.seconds / self.cost if self.cost > 0 else None

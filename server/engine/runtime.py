@@ -80,6 +80,8 @@ def build(family: Family, path: Path, settings: Settings, device: torch.device, 
         gate=gate,
         fair=settings.batch_scheduling == "fair",
         max_pass_seconds=settings.max_pass_seconds,
+        deadline_scheduling=settings.deadline_scheduling,
+        on_request=metrics.request_observer(spec.served_name),
     )
     return named(family.service).from_settings(model, batcher, settings), batcher
 

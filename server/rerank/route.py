@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from server.api.responses import json_response, runtime
 from server.api.schema import ERROR_RESPONSES
+from server.api.terms import request_terms
 from server.rerank import SPEC, cohere, tei
 from server.rerank.schema import RerankRequest, RerankResponse
 
@@ -20,6 +21,6 @@ router.include_router(tei.router)
 async def rerank(body: RerankRequest, request: Request) -> Response:
     """Rank documents by relevance to the query; long documents are scored by their best window."""
     service = runtime(request).lookup(SPEC.kind, body.model)
-    payload = await service.rerank(body, is_gone=request.is_disconnected)
+    payload = await service.rerank(body, request_terms(request, body.priority), is_gone=request.is_disconnected)
     request.app.state.metrics.tokens.labels(SPEC.served_name).inc(payload["tokens"]["input_tokens"])
     return await json_response(payload)

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from server.config import Settings
 from server.engine.batching import Batcher, gather_results
+from server.engine.deadlines import Terms
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.rerank.model import BgeReranker
 from server.rerank.schema import RerankRequest
@@ -62,22 +63,21 @@ def usage(tokens: int, pairs: int) -> dict:
 
 class RerankService:
     def __init__(self, model: BgeReranker, batcher: Batcher, *, max_length: int, max_documents: int,
-                 max_tokens: int, timeout: float):
+                 max_tokens: int):
         self.model = model
         self.batcher = batcher
         self.max_length = min(max_length, model.max_tokens)
         self.max_query_tokens = self.max_length * 3 // 4
         self.max_documents = max_documents
         self.max_tokens = max_tokens
-        self.timeout = timeout
 
     @classmethod
     def from_settings(cls, model: BgeReranker, batcher: Batcher, settings: Settings) -> RerankService:
         return cls(model, batcher, max_length=settings.reranker_max_length,
-                   max_documents=settings.rerank_max_documents, max_tokens=settings.rerank_max_tokens,
-                   timeout=settings.request_timeout)
+                   max_documents=settings.rerank_max_documents, max_tokens=settings.rerank_max_tokens)
 
-    async def rerank(self, req: RerankRequest, is_gone: Callable[[], Awaitable[bool]] | None = None) -> dict:
+    async def rerank(self, req: RerankRequest, terms: Terms,
+                     is_gone: Callable[[], Awaitable[bool]] | None = None) -> dict:
         texts = [d if isinstance(d, str) else d.text for d in req.documents]
         if not req.query.strip():
             raise InvalidRequest("query must not be empty.", param="query")
@@ -87,6 +87,7 @@ class RerankService:
             raise InvalidRequest(
                 f"documents has {len(texts)} items; at most {self.max_documents} per request.", param="documents"
             )
+        self.batcher.check_admission(terms)
         pairs, owners = await self.batcher.gate.run_preparation(self._pairs, req, texts)
         tokens = sum(len(p) for p in pairs)
         if tokens > self.max_tokens:
@@ -94,7 +95,7 @@ class RerankService:
                 f"This request would feed {tokens} tokens to the reranker; at most {self.max_tokens}. "
                 "Send fewer or shorter documents, or lower max_chunks_per_doc."
             )
-        logits = await gather_results(self.batcher.submit([(p, len(p)) for p in pairs], req.priority), self.timeout, is_gone)
+        logits = await gather_results(self.batcher.submit([(p, len(p)) for p in pairs], terms), terms, is_gone)
 
         best = [-math.inf] * len(texts)
         for owner, logit in zip(owners, logits):

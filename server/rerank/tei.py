@@ -15,6 +15,7 @@ from starlette.responses import Response
 from server.api.nulls import NullMeansDefault
 from server.api.responses import json_response, runtime
 from server.api.schema import PRIORITY_DESCRIPTION, Text
+from server.api.terms import request_terms
 from server.engine.fair_queue import Priority
 from server.errors import InvalidRequest
 from server.rerank import SPEC
@@ -66,7 +67,8 @@ def from_service(payload: dict) -> list[dict]:
 async def tei_rerank(body: TeiRerankRequest, request: Request) -> Response:
     """TEI's rerank on bge-reranker-v2-m3; x-compute-tokens says how many tokens were fed to the model."""
     service = runtime(request).lookup(SPEC.kind, SPEC.served_name)
-    payload = await service.rerank(to_service(body), is_gone=request.is_disconnected)
+    req = to_service(body)
+    payload = await service.rerank(req, request_terms(request, req.priority), is_gone=request.is_disconnected)
     tokens = payload["tokens"]["input_tokens"]
     request.app.state.metrics.tokens.labels(SPEC.served_name).inc(tokens)
     response = await json_response(from_service(payload))

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from server.api.responses import runtime
 from server.api.schema import ERROR_RESPONSES, PRIORITY_DESCRIPTION, Text
+from server.api.terms import request_terms
 from server.engine.fair_queue import Priority
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.transcription import SPEC, translations
@@ -81,7 +82,7 @@ async def create_transcription(
         raise PayloadTooLarge(f"The audio file is larger than {limit} bytes.")
     if not data:
         raise InvalidRequest("The audio file is empty.", param="file", code="invalid_audio")
-    options = dict(language=language, use_itn=use_itn, priority=priority)
+    options = dict(language=language, use_itn=use_itn, terms=request_terms(request, priority))
     if stream:
         # Decoding, speech detection and queueing happen first: bad audio is still a plain 4xx.
         return transcript_stream(service, await service.queue(data, **options))

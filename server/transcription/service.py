@@ -21,6 +21,7 @@ import numpy as np
 
 from server.config import Settings
 from server.engine.batching import Batcher, gather_results
+from server.engine.deadlines import Terms
 from server.engine.torch_threads import one_torch_thread
 from server.errors import Timeout
 from server.transcription.audio import SAMPLE_RATE, decode_audio
@@ -97,6 +98,7 @@ class QueuedTranscription:
     duration: float
     spans: list[tuple[int, int]]  # sample ranges of the segments
     futures: list[asyncio.Future]
+    terms: Terms  # its deadline bounds the wait for each segment
 
     def cancel(self) -> None:
         """Drop the segments not computed yet (nobody will read them)."""
@@ -104,50 +106,49 @@ class QueuedTranscription:
 
 
 class TranscriptionService:
-    def __init__(self, model: SenseVoice, batcher: Batcher, *, max_seconds: float, max_segment_s: float,
-                 timeout: float):
+    def __init__(self, model: SenseVoice, batcher: Batcher, *, max_seconds: float, max_segment_s: float):
         self.model = model
         self.batcher = batcher
         self.max_seconds = max_seconds
         self.max_segment_s = max_segment_s
-        self.timeout = timeout
 
     @classmethod
     def from_settings(cls, model: SenseVoice, batcher: Batcher, settings: Settings) -> TranscriptionService:
         return cls(model, batcher, max_seconds=settings.asr_max_audio_seconds,
-                   max_segment_s=settings.asr_max_segment_seconds, timeout=settings.request_timeout)
+                   max_segment_s=settings.asr_max_segment_seconds)
 
     async def transcribe(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
-                         priority: str = "normal", posteriors: bool = False,
+                         terms: Terms, posteriors: bool = False,
                          is_gone: Callable[[], Awaitable[bool]] | None = None) -> Transcript:
         """``posteriors``: read avg_logprob and no_speech_prob too (AsrItem.posteriors)."""
-        queued = await self.queue(data, language=language, use_itn=use_itn, priority=priority, posteriors=posteriors)
-        results = await gather_results(queued.futures, self.timeout, is_gone)
+        queued = await self.queue(data, language=language, use_itn=use_itn, terms=terms, posteriors=posteriors)
+        results = await gather_results(queued.futures, terms, is_gone)
         return Transcript(queued.duration, [self.segment(span, r) for span, r in zip(queued.spans, results)],
                           language)
 
     async def queue(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
-                    priority: str = "normal", posteriors: bool = False) -> QueuedTranscription:
+                    terms: Terms, posteriors: bool = False) -> QueuedTranscription:
         """Decode the upload, find its speech and queue its segments; raises on bad input before
         anything is computed, so a caller can still answer with an error status."""
+        self.batcher.check_admission(terms)
         audio = await self.batcher.gate.run_preparation(decode_audio, data, max_seconds=self.max_seconds)
         if len(audio) <= self.max_segment_s * SAMPLE_RATE:
-            spans, futures = await self._whole_clip(audio, language, use_itn, posteriors, priority)
+            spans, futures = await self._whole_clip(audio, language, use_itn, posteriors, terms)
         else:
             spans = await self.batcher.gate.run_preparation(self._speech_segments, audio)
-            futures = await self._submit(audio, spans, language, use_itn, posteriors, priority)
-        return QueuedTranscription(len(audio) / SAMPLE_RATE, spans, futures)
+            futures = await self._submit(audio, spans, language, use_itn, posteriors, terms)
+        return QueuedTranscription(len(audio) / SAMPLE_RATE, spans, futures, terms)
 
     async def segments_in_order(self, queued: QueuedTranscription) -> AsyncIterator[TranscriptSegment]:
         """Each segment as soon as it and every one before it are computed. Leaving early (the
         client went away, an item failed, the request timed out) cancels the futures still pending,
         so the batcher drops their queued items. Use it under ``contextlib.aclosing``."""
-        deadline = time.monotonic() + self.timeout
+        terms = queued.terms
         try:
             for span, future in zip(queued.spans, queued.futures):
-                done, _ = await asyncio.wait({future}, timeout=max(0.0, deadline - time.monotonic()))
+                done, _ = await asyncio.wait({future}, timeout=max(0.0, terms.deadline - time.monotonic()))
                 if not done:
-                    raise Timeout(f"The request did not complete within {self.timeout:g} s.")
+                    raise Timeout(f"The request did not complete within {terms.timeout:g} s.")
                 yield self.segment(span, future.result())
         finally:
             queued.cancel()
@@ -159,7 +160,7 @@ class TranscriptionService:
         return TranscriptSegment(start, end, result, tuple(align_words(result.pieces, times)))
 
     async def _whole_clip(self, audio: np.ndarray, language: str, use_itn: bool, posteriors: bool,
-                          priority: str) -> tuple[list[tuple[int, int]], list[asyncio.Future]]:
+                          terms: Terms) -> tuple[list[tuple[int, int]], list[asyncio.Future]]:
         """A clip short enough to be one segment is transcribed whole, exactly what funasr's own
         ``generate`` would see. It is queued as soon as its features are ready while the VAD decides,
         in parallel, whether it holds speech at all: a lone request waits for the longer of the two,
@@ -174,7 +175,7 @@ class TranscriptionService:
         speech_check = asyncio.ensure_future(
             self.batcher.gate.run_preparation(has_speech, audio, sample_rate=SAMPLE_RATE))
         try:
-            futures = await self._submit(audio, spans, language, use_itn, posteriors, priority)
+            futures = await self._submit(audio, spans, language, use_itn, posteriors, terms)
         except BaseException:
             speech_check.cancel()
             raise
@@ -189,9 +190,9 @@ class TranscriptionService:
         return spans, futures
 
     async def _submit(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
-                      use_itn: bool, posteriors: bool, priority: str) -> list:
+                      use_itn: bool, posteriors: bool, terms: Terms) -> list:
         items = await self.batcher.gate.run_preparation(self._prepare, audio, spans, language, use_itn, posteriors)
-        return self.batcher.submit([(item, self.model.cost(item)) for item in items], priority)
+        return self.batcher.submit([(item, self.model.cost(item)) for item in items], terms)
 
     def _prepare(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
                  use_itn: bool, posteriors: bool = False) -> list[AsrItem]:

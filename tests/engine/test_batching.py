@@ -9,6 +9,7 @@ import time
 import pytest
 
 from server.engine.batching import Batcher, ForwardTimeFit, gather_results
+from server.engine.deadlines import Terms
 from server.errors import (
     OutOfMemory,
     Overloaded,
@@ -367,6 +368,20 @@ def test_close_drains_the_queue_then_refuses_new_work():
     assert blocked == "done:blocker"
 
 
+def test_a_drain_that_times_out_answers_every_caller_also_the_pass_in_flight():
+    async def go():
+        model = FakeModel()
+        b = make(model)
+        b.start()
+        blocker = await _hold(model, b)  # computing, held at the gate past the drain's timeout
+        queued = b.submit([("q", 5)])
+        await b.close(timeout=0.05)
+        model.gate.set()
+        return await asyncio.wait_for(asyncio.gather(*blocker, *queued, return_exceptions=True), 2)
+
+    assert all(isinstance(r, ShuttingDown) for r in run(go()))
+
+
 def test_gather_results_times_out_and_drops_the_queued_items():
     async def go():
         model = FakeModel()
@@ -375,7 +390,7 @@ def test_gather_results_times_out_and_drops_the_queued_items():
         blocker = await _hold(model, b)
         futs = b.submit([("slow", 5)])
         with pytest.raises(Timeout):
-            await gather_results(futs, timeout=0.05)
+            await gather_results(futs, Terms.within(0.05))
         await asyncio.sleep(0)
         model.gate.set()
         await asyncio.gather(*blocker)
@@ -399,7 +414,7 @@ def test_gather_results_cancels_when_the_client_is_gone():
             return True
 
         with pytest.raises(Exception) as err:
-            await gather_results(futs, timeout=5, is_gone=gone, poll_s=0.01)
+            await gather_results(futs, Terms.within(5), is_gone=gone, poll_s=0.01)
         model.gate.set()
         await asyncio.gather(*blocker)
         await b.close()

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from server.engine.batching import Batcher
+from server.engine.deadlines import Terms
 from server.engine.fair_queue import FairQueue
 
 
@@ -134,9 +135,9 @@ def test_interactive_goes_before_normal_and_background_still_progresses():
         b = make(model, max_batch_cost=80, max_batch_size=8)
         b.start()
         blocker = await _first_pass_running(model, b, [("blocker", 1)])
-        background = b.submit([(f"bg{i}", 10) for i in range(400)], priority="background")
+        background = b.submit([(f"bg{i}", 10) for i in range(400)], Terms("background"))
         normal = b.submit([(f"n{i}", 10) for i in range(400)])
-        interactive = b.submit([(f"i{i}", 10) for i in range(16)], priority="interactive")
+        interactive = b.submit([(f"i{i}", 10) for i in range(16)], Terms("interactive"))
         model.release.set()
         await asyncio.gather(*blocker, *background, *normal, *interactive)
         await b.close()
@@ -180,9 +181,9 @@ def test_results_do_not_depend_on_priority_or_company():
     async def go():
         b = Batcher(name="sq", run_batch=square, max_batch_cost=64, max_batch_size=8, max_queue=1000)
         b.start()
-        alone = await asyncio.gather(*b.submit([(7, 3)], priority="interactive"))
-        crowd = [b.submit([(i, 1 + i % 5) for i in range(200)], priority=p) for p in ("background", "normal")]
-        mixed = b.submit([(7, 3)], priority="interactive")
+        alone = await asyncio.gather(*b.submit([(7, 3)], Terms("interactive")))
+        crowd = [b.submit([(i, 1 + i % 5) for i in range(200)], Terms(p)) for p in ("background", "normal")]
+        mixed = b.submit([(7, 3)], Terms("interactive"))
         answers = await asyncio.gather(*mixed, *(f for fs in crowd for f in fs))
         await b.close()
         return alone, answers
@@ -200,8 +201,8 @@ def test_depth_and_waits_are_reported_per_priority():
         b = make(model, on_batch=records.append)
         b.start()
         blocker = await _first_pass_running(model, b, [("blocker", 1)])
-        futs = b.submit([("bg", 1)], priority="background") + b.submit([("now", 1), ("now2", 1)],
-                                                                         priority="interactive")
+        futs = b.submit([("bg", 1)], Terms("background")) + b.submit([("now", 1), ("now2", 1)],
+                                                                         Terms("interactive"))
         depth = b.queue_depth_by_priority()
         model.release.set()
         await asyncio.gather(*blocker, *futs)
@@ -212,8 +213,9 @@ def test_depth_and_waits_are_reported_per_priority():
     assert depth == {"interactive": 2, "normal": 0, "background": 1}
     assert after == {"interactive": 0, "normal": 0, "background": 0}
     waits = [w for r in records for w in r.waits]
-    assert sorted(p for p, _ in waits) == ["background", "interactive", "interactive", "normal"]
-    assert all(seconds >= 0 for _, seconds in waits)
+    assert sorted(p for p, _, _ in waits) == ["background", "interactive", "interactive", "normal"]
+    assert {t for _, t, _ in waits} == {"none"}  # no API keys: no tenants
+    assert all(seconds >= 0 for _, _, seconds in waits)
 
 
 def test_fifo_scheduling_serves_the_oldest_first_whatever_the_priority():
@@ -222,8 +224,8 @@ def test_fifo_scheduling_serves_the_oldest_first_whatever_the_priority():
         b = make(model, fair=False)
         b.start()
         blocker = await _first_pass_running(model, b, [("blocker", 1)])
-        bulk = b.submit([(f"bulk{i}", 10) for i in range(200)], priority="background")
-        query = b.submit([("query", 10)], priority="interactive")
+        bulk = b.submit([(f"bulk{i}", 10) for i in range(200)], Terms("background"))
+        query = b.submit([("query", 10)], Terms("interactive"))
         model.release.set()
         await asyncio.gather(*blocker, *bulk, *query)
         await b.close()
@@ -235,7 +237,7 @@ def test_fifo_scheduling_serves_the_oldest_first_whatever_the_priority():
 
 def test_a_window_of_an_emptied_queue_is_empty():
     q = FairQueue()
-    [item] = q.push([("gone", 1, None)])
+    [item] = q.push([("gone", 1, None)]).items
     assert q.discard(item) and len(q) == 0
     assert q.take_window(8) == []
 

@@ -160,11 +160,10 @@ def test_a_failure_after_the_stream_started_is_an_error_event(server, strict):
             next(stream)
 
 
-def test_the_request_timeout_mid_stream_is_an_error_event(server, monkeypatch):
-    monkeypatch.setattr(server.runtime.served["asr"].service, "timeout", 1.0)
+def test_the_request_timeout_mid_stream_is_an_error_event(server):
     with held_after_first_pass(server), server.client() as client:
         with client.stream("POST", "/v1/audio/transcriptions", files={"file": ("a.flac", SPEECH)},
-                           data={"model": MODEL, "stream": "true"}) as response:
+                           data={"model": MODEL, "stream": "true"}, headers={"X-Request-Timeout": "1"}) as response:
             got = list(events(response.iter_lines()))
     assert [e["type"] for e in got] == ["transcript.text.delta", "error"]
     assert got[1]["error"]["code"] == "timeout" and got[1]["error"]["type"] == "server_error"

@@ -223,7 +223,7 @@ def test_priority_is_a_form_field_the_openai_client_sends_through_extra_body(ser
     with server.client() as http:
         metrics = http.get("/metrics").text
     for p in ("interactive", "background"):  # the priority reached the batcher
-        assert f'inference_queue_wait_seconds_count{{model="{MODEL}",priority="{p}"}} 1.0' in metrics
+        assert f'inference_queue_wait_seconds_count{{model="{MODEL}",priority="{p}",tenant="key-1"}} 1.0' in metrics
     transcribe(server, data, status=400, priority="urgent")
 
 

@@ -1,0 +1,140 @@
+"""Deadlines: what each request asks of the batcher, when queued work will be done, and what to do
+when not all of it can be done in time.
+
+Every request has a deadline (``Terms``). The batcher forecasts seconds of work from its own passes
+(``Forecast``), and from that:
+
+* admission (``judge``): a new request is refused at once, before anything is computed, when the
+  work that would be served before it (every queued request of a higher priority, and those of its
+  own priority with an earlier deadline), plus its own, cannot be done by its deadline; or when it
+  would overtake a request of its priority (a shorter deadline) that could then no longer make its
+  own. ``Retry-After`` is when the work queued at its priority and above, plus its own, would fit
+  its timeout;
+* each pass (``plan``): the requests in deadline order (priority first, then the earliest deadline:
+  the order that finishes the most of them in time when they cannot all be, as first in, first out
+  does when every request has the same timeout). A request that this order finishes too late even
+  with the forecast 10% pessimistic is doomed: it is failed at once and its items dropped, so no
+  compute goes to an answer nobody can use. ``slack`` is how long every other request could wait
+  and still make its deadline: while it covers a pass, the batcher serves the fair order
+  (server.engine.fair_queue), exactly as with no deadlines; when it does not, it serves this order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from server.engine.fair_queue import Flow
+from server.engine.pass_times import BusyRate, ForwardTimeFit
+
+RANK = {"interactive": 0, "normal": 1, "background": 2}  # served in this order when time is short
+# A request is doomed only if it is late even with its work done this much faster than forecast:
+# dropping one that would have made it costs an answer, keeping one that will not costs only compute.
+DOOM_FACTOR = 0.9
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What one request asks of the batcher beside its items: its priority, the deadline by which
+    it must be answered (``time.monotonic()``; ``timeout`` seconds after it arrived) and the tenant
+    (an API key's label) whose share of the model it takes; None: a tenant of its own."""
+
+    priority: str = "normal"
+    deadline: float = math.inf
+    tenant: str | None = None
+    timeout: float = math.inf
+
+    @classmethod
+    def within(cls, timeout: float, priority: str = "normal", tenant: str | None = None) -> Terms:
+        return cls(priority, time.monotonic() + timeout, tenant, timeout)
+
+
+NO_DEADLINE = Terms()  # a normal request with no deadline and no tenant (tests, tools)
+
+
+@dataclass
+class Forecast:
+    """Seconds to compute queued work of a given real cost: the longer of one pass over it (the
+    pass-time fit, for little work, which the fixed cost of a pass dominates) and the cost at the
+    rate the model has kept while busy (for much work)."""
+
+    fit: ForwardTimeFit = field(default_factory=ForwardTimeFit)
+    rate: BusyRate = field(default_factory=BusyRate)
+    padding: float = 1.0  # padded / real cost of recent passes
+
+    def seconds(self, cost: float) -> float | None:
+        per_unit = self.rate.per_unit
+        one_pass = self.fit.seconds(cost * self.padding)
+        if per_unit is None or one_pass is None:
+            return None  # no pass seen yet: nothing to go by
+        return max(one_pass, cost * per_unit)
+
+
+def rank(priority: str, fair: bool) -> int:
+    return RANK[priority] if fair else 0  # first in, first out knows no priorities
+
+
+def order_key(flow: Flow, fair: bool) -> tuple[int, float, int]:
+    return rank(flow.priority, fair), flow.deadline, flow.seq
+
+
+@dataclass
+class Plan:
+    order: list[Flow]  # the requests that can make their deadlines, in deadline order
+    doomed: list[Flow]  # those that cannot
+    slack: float  # seconds every request in ``order`` could wait and still make its deadline
+
+
+def plan(flows: Sequence[Flow], seconds: Callable[[float], float], start_in: float, fair: bool,
+         now: float) -> Plan:
+    """``start_in``: seconds until the model is free (the pass in flight)."""
+    order, doomed, slack, ahead = [], [], math.inf, 0.0
+    for flow in sorted(flows, key=lambda f: order_key(f, fair)):
+        work = seconds(ahead + flow.queued_cost)
+        if now + start_in + DOOM_FACTOR * work > flow.deadline:
+            doomed.append(flow)
+            continue
+        ahead += flow.queued_cost
+        order.append(flow)
+        slack = min(slack, flow.deadline - (now + start_in + work))
+    return Plan(order, doomed, max(0.0, slack))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    admitted: bool
+    predicted_s: float | None = None  # seconds from now to the request's completion, as forecast
+    retry_after_s: int = 1  # when refused: when the forecast says it would fit
+    alone_s: float | None = None  # seconds its own work takes
+
+
+def judge(flows: Sequence[Flow], terms: Terms, cost: float, seconds: Callable[[float], float | None],
+          start_in: float, fair: bool, now: float) -> Verdict:
+    """Whether a new request of ``cost`` can be done by ``terms.deadline`` (see the module's text)."""
+    if seconds(0.0) is None or math.isinf(terms.deadline):
+        return Verdict(True)
+    own_rank = rank(terms.priority, fair)
+    key = (own_rank, terms.deadline, math.inf)
+    ahead = sum(f.queued_cost for f in flows if order_key(f, fair) < key)
+    predicted = start_in + seconds(ahead + cost)
+    late = now + predicted > terms.deadline
+    if not late and cost:
+        # The requests of its priority it overtakes must still make their own deadlines.
+        behind = sorted((f for f in flows if order_key(f, fair) > key and rank(f.priority, fair) == own_rank),
+                        key=lambda f: order_key(f, fair))
+        done = ahead
+        for flow in behind:
+            done += flow.queued_cost
+            before, after = now + start_in + seconds(done), now + start_in + seconds(done + cost)
+            if before <= flow.deadline < after:
+                late = True
+                break
+    if not late:
+        return Verdict(True, predicted, alone_s=seconds(cost))
+    # A retry joins the back of its priority: it fits once that much work has drained.
+    queued = sum(f.queued_cost for f in flows if rank(f.priority, fair) <= own_rank)
+    timeout = terms.timeout if math.isfinite(terms.timeout) else terms.deadline - now
+    wait = start_in + seconds(queued + cost) - timeout
+    return Verdict(False, predicted, max(1, math.ceil(wait)), alone_s=seconds(cost))
