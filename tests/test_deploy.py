@@ -22,6 +22,7 @@ import sys
 import threading
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import huggingface_hub.constants as hf_constants
@@ -33,6 +34,7 @@ from server.background import free_port, serve_in_thread
 from server.cli import build_parser
 from server.config import ENV_PREFIX, Settings
 from server.embeddings import SPEC as EMBEDDING
+from server.engine.batching import BatcherStats
 from server.errors import StartupError
 from server.metrics import ITEM_OUTCOMES, Metrics
 from server.models import manifest, store
@@ -737,8 +739,29 @@ def referenced_metrics(expr: str) -> set[str]:
     return set(re.findall(r"\binference_[a-z_]+", expr))
 
 
+def exported_label_values() -> dict[tuple[str, str], set[str]]:
+    """(series, label) -> the values the server exports, read with one batcher tracked."""
+    metrics = Metrics()
+    metrics.track("m", SimpleNamespace(queue_depth=0, queue_depth_by_priority=dict, stats=BatcherStats()))
+    values: dict[tuple[str, str], set[str]] = {}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            for label, value in sample.labels.items():
+                values.setdefault((sample.name, label), set()).add(value)
+    return values
+
+
+def label_matchers(expr: str) -> list[tuple[str, str, str]]:
+    """(series, label, value) of each label="value" and label=~"a|b" matcher in a PromQL expression."""
+    return [(metric, label, value)
+            for metric, matchers in re.findall(r"\b(inference_[a-z_]+)\{([^}]*)\}", expr)
+            for label, value in re.findall(r'(\w+)=~?"([^"]*)"', matchers)]
+
+
 def test_alert_rules_use_exported_metrics():
     series = set().union(*exported_series().values())
+    exported = exported_label_values()
+    assert set(ITEM_OUTCOMES) <= exported["inference_items_total", "outcome"]
     rule = k8s("PrometheusRule")
     alerts = rule["spec"]["groups"][0]["rules"]
     (doc_block,) = [b for b in _code_blocks("observability.md", "yaml") if "groups:" in b]
@@ -747,8 +770,9 @@ def test_alert_rules_use_exported_metrics():
     for alert in alerts + doc_alerts:
         used = referenced_metrics(alert["expr"])
         assert used and used <= series, f"{alert['alert']}: {used - series}"
-        for outcome in re.findall(r'outcome="(\w+)"', alert["expr"]):
-            assert outcome in ITEM_OUTCOMES
+        for metric, label, values in label_matchers(alert["expr"]):
+            if (metric, label) in exported:  # outcome, reason, ...: a value the server exports
+                assert set(values.split("|")) <= exported[metric, label], f"{alert['alert']}: {metric} {label}"
     max_queue = int(configmap_data()["INFERENCE_MAX_QUEUE"])
     (near_full,) = [a for a in alerts if a["alert"] == "InferenceQueueNearlyFull"]
     assert int(re.search(r"> (\d+)", near_full["expr"]).group(1)) < max_queue
