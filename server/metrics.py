@@ -14,9 +14,9 @@ _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 _RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-# Actual minus forecast completion: negative is early (the forecast is an upper bound while the
-# fair order runs), positive late.
-_ERROR_BUCKETS = (-30, -10, -5, -2, -1, -0.5, -0.25, -0.1, 0, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+# How far a request's completion fell from the forecast at its admission, early or late (a
+# histogram of signed values would have no _sum: the mean error would be lost).
+_ERROR_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 
 
 # inference_items_total's outcomes: BatcherStats counters of the same names.
@@ -110,8 +110,10 @@ class Metrics:
             ["model", "priority", "tenant"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
         self.prediction_error = Histogram(
-            "inference_deadline_prediction_error_seconds", "Accepted requests answered: seconds to completion minus "
-            "the batcher's forecast at admission.", ["model"], buckets=_ERROR_BUCKETS, registry=self.registry,
+            "inference_deadline_prediction_error_seconds", "Accepted requests answered: how many seconds from the "
+            "batcher's forecast at admission their completion fell, early or late (while the fair order runs the "
+            "forecast is an upper bound, so early is usual).", ["model", "direction"], buckets=_ERROR_BUCKETS,
+            registry=self.registry,
         )
         self.request_seconds = Histogram(
             "inference_request_seconds", "Request latency by route and status.", ["route", "status"],
@@ -138,6 +140,7 @@ class Metrics:
     def request_observer(self, model: str):
         def observe(record: RequestRecord) -> None:
             if record.predicted_s is not None and record.actual_s is not None:
-                self.prediction_error.labels(model).observe(record.actual_s - record.predicted_s)
+                error = record.actual_s - record.predicted_s
+                self.prediction_error.labels(model, "late" if error > 0 else "early").observe(abs(error))
 
         return observe

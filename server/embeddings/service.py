@@ -45,13 +45,13 @@ class EmbeddingService:
                 param="dimensions",
             )
         inputs = self._as_list(req.input)
-        self.batcher.check_admission(terms)
-        token_ids = await self.batcher.gate.run_preparation(self._tokenize, inputs, req.truncate)
-        token_ids = [self._fit(ids, i, req.truncate) for i, ids in enumerate(token_ids)]
-
-        items = [(EmbedItem(ids, sparse=req.return_sparse, colbert=req.return_colbert, normalize=req.normalize),
-                  len(ids)) for ids in token_ids]
-        results: list[EmbedResult] = await gather_results(self.batcher.submit(items, terms), terms, is_gone)
+        with self.batcher.admission(terms) as admission:
+            token_ids = await self.batcher.gate.run_preparation(self._tokenize, inputs, req.truncate)
+            token_ids = [self._fit(ids, i, req.truncate) for i, ids in enumerate(token_ids)]
+            items = [(EmbedItem(ids, sparse=req.return_sparse, colbert=req.return_colbert, normalize=req.normalize),
+                      len(ids)) for ids in token_ids]
+            futures = admission.submit(items)
+        results: list[EmbedResult] = await gather_results(futures, terms, is_gone)
 
         tokens = sum(len(ids) for ids in token_ids)
         return {

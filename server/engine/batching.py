@@ -36,13 +36,14 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from server.engine.cpu_gate import CpuGate
-from server.engine.deadlines import NO_DEADLINE, Forecast, Terms, Verdict, judge, plan
+from server.engine.deadlines import NO_DEADLINE, Forecast, Reservation, Terms, Verdict, judge, plan
 from server.engine.fair_queue import FairQueue, Flow, QueuedItem
 from server.engine.pass_times import ForwardTimeFit
 from server.errors import (
@@ -183,6 +184,8 @@ class Batcher(Generic[P, R]):
         self._pass_budget: float = self.max_batch_cost  # this pass's: the cost budget, or less by time
         self._pass_ends_at: float = 0.0  # when the pass in flight should end, by the forecast
         self._last_pass_end: float | None = None  # when the last pass ended, if work was left queued
+        self._preparing: list[Reservation] = []  # requests let in at the door, not queued yet
+        self._typical_cost = 0.0  # of the requests queued lately: what one being prepared will likely cost
 
     # ---- public surface -------------------------------------------------------------------------
 
@@ -197,14 +200,28 @@ class Batcher(Generic[P, R]):
     def queue_depth_by_priority(self) -> dict[str, int]:
         return self._queue.depth_by_priority()
 
-    def check_admission(self, terms: Terms) -> None:
-        """Refuse now, before a request is prepared (tokenized, decoded), what would be refused
-        anyway: a full queue, or a backlog that alone outlasts the request's deadline."""
+    @contextmanager
+    def admission(self, terms: Terms) -> Iterator[Admission]:
+        """Held from before a request is prepared (tokenized, decoded) until its items are queued
+        (``Admission.submit``). Refuses at once what would be refused anyway (a full queue, or work
+        ahead that outlasts the request's deadline), so a burst that cannot be served costs no
+        preparation; and meanwhile counts the request at the cost requests have had lately, as
+        work ahead of those that arrive while it is prepared."""
         if self._closing:
             raise ShuttingDown("The server is shutting down; retry on another replica.")
         if len(self._queue) >= self.max_queue:
             self._refuse_queue_full(0)
-        self._admit(terms, 0)
+        self._admit(terms, self._typical_cost)
+        reservation = Reservation(terms.priority, terms.deadline, self._typical_cost)
+        self._preparing.append(reservation)
+        try:
+            yield Admission(self, terms, reservation)
+        finally:
+            self._release(reservation)
+
+    def _release(self, reservation: Reservation) -> None:
+        if reservation in self._preparing:
+            self._preparing.remove(reservation)
 
     def submit(self, items: Sequence[tuple[P, int]], terms: Terms = NO_DEADLINE) -> list[asyncio.Future]:
         """Queue ``(payload, cost)`` items of one request, all or none, as one flow of the fair
@@ -219,6 +236,7 @@ class Batcher(Generic[P, R]):
             self._refuse_queue_full(len(items))
         costs = [max(1, int(cost)) for _, cost in items]
         verdict = self._admit(terms, sum(costs))
+        self._typical_cost = 0.8 * self._typical_cost + 0.2 * sum(costs) if self._typical_cost else sum(costs)
         loop = asyncio.get_running_loop()
         flow = self._queue.push([(payload, cost, loop.create_future()) for (payload, _), cost in zip(items, costs)],
                                 terms.priority, terms.tenant, terms.deadline)
@@ -263,14 +281,10 @@ class Batcher(Generic[P, R]):
         if not self.deadline_scheduling:
             return Verdict(True)
         now = time.monotonic()
-        verdict = judge(self._queue.flows(), terms, cost, self._forecast.seconds, self._start_in(now), self.fair, now)
+        verdict = judge([*self._queue.flows(), *self._preparing], terms, cost, self._forecast.seconds,
+                        self._start_in(now), self.fair, now)
         if verdict.admitted:
             return verdict
-        if verdict.alone_s is not None and verdict.alone_s > terms.timeout:  # no retry will fit
-            raise PayloadTooLarge(
-                f"This request would take about {verdict.alone_s:.1f} s of the {self.name} model alone, longer than "
-                f"its {terms.timeout:g} s deadline: send less in one request, or allow it longer (X-Request-Timeout, "
-                "up to the server's --request-timeout).", code="deadline_too_short")
         self.stats.refused_deadline += 1
         raise Overloaded(
             f"The {self.name} model cannot finish this request within its {terms.timeout:g} s deadline with the "
@@ -350,6 +364,7 @@ class Batcher(Generic[P, R]):
                             item.future.set_exception(ShuttingDown("The server shut down before this item ran."))
                     raise
                 seconds = time.perf_counter() - started
+                self._pass_ends_at = 0.0  # nothing in flight
             self._deliver(batch, results, seconds)
 
     def _window(self) -> tuple[list[QueuedItem], bool]:
@@ -525,6 +540,20 @@ class Batcher(Generic[P, R]):
         self._last_pass_end = now if self._queue else None
         if self.on_batch is not None:
             self.on_batch(record)
+
+
+class Admission:
+    """A request let in at the door (``Batcher.admission``) while it is prepared."""
+
+    def __init__(self, batcher: Batcher, terms: Terms, reservation: Reservation):
+        self.terms = terms
+        self._batcher = batcher
+        self._reservation = reservation
+
+    def submit(self, items: Sequence[tuple[Any, int]]) -> list[asyncio.Future]:
+        """Queue the request's items on its terms (``Batcher.submit``), in place of its reservation."""
+        self._batcher._release(self._reservation)
+        return self._batcher.submit(items, self.terms)
 
 
 async def gather_results(

@@ -6,15 +6,17 @@ Every request has a deadline (``Terms``). The batcher forecasts seconds of work 
 
 * admission (``judge``): a new request is refused at once, before anything is computed, when the
   work that would be served before it (every queued request of a higher priority, and those of its
-  own priority with an earlier deadline), plus its own, cannot be done by its deadline; or when it
+  own priority with an earlier deadline; requests still being prepared count at the cost requests
+  have had lately, ``Reservation``), plus its own, cannot be done by its deadline; or when it
   would overtake a request of its priority (a shorter deadline) that could then no longer make its
   own. ``Retry-After`` is when the work queued at its priority and above, plus its own, would fit
-  its timeout;
+  its timeout. A request with nothing ahead of it is always let in: it is the best time it will
+  get, and a forecast that says otherwise is corrected only by passes that run;
 * each pass (``plan``): the requests in deadline order (priority first, then the earliest deadline:
   the order that finishes the most of them in time when they cannot all be, as first in, first out
   does when every request has the same timeout). A request that this order finishes too late even
   with the forecast 10% pessimistic is doomed: it is failed at once and its items dropped, so no
-  compute goes to an answer nobody can use. ``slack`` is how long every other request could wait
+  compute goes to an answer nobody can use. The request served next is never doomed. ``slack`` is how long every other request could wait
   and still make its deadline: while it covers a pass, the batcher serves the fair order
   (server.engine.fair_queue), exactly as with no deadlines; when it does not, it serves this order.
 """
@@ -72,11 +74,22 @@ class Forecast:
         return max(one_pass, cost * per_unit)
 
 
+@dataclass(eq=False)
+class Reservation:
+    """A request being prepared (tokenized, decoded) before its items are queued: ``queued_cost``
+    is its likely cost, which requests that arrive meanwhile find ahead of them, as if queued."""
+
+    priority: str
+    deadline: float
+    queued_cost: float
+    seq: float = math.inf  # after any queued request of the same deadline
+
+
 def rank(priority: str, fair: bool) -> int:
     return RANK[priority] if fair else 0  # first in, first out knows no priorities
 
 
-def order_key(flow: Flow, fair: bool) -> tuple[int, float, int]:
+def order_key(flow: Flow | Reservation, fair: bool) -> tuple[int, float, float]:
     return rank(flow.priority, fair), flow.deadline, flow.seq
 
 
@@ -93,7 +106,7 @@ def plan(flows: Sequence[Flow], seconds: Callable[[float], float], start_in: flo
     order, doomed, slack, ahead = [], [], math.inf, 0.0
     for flow in sorted(flows, key=lambda f: order_key(f, fair)):
         work = seconds(ahead + flow.queued_cost)
-        if now + start_in + DOOM_FACTOR * work > flow.deadline:
+        if order and now + start_in + DOOM_FACTOR * work > flow.deadline:
             doomed.append(flow)
             continue
         ahead += flow.queued_cost
@@ -107,11 +120,10 @@ class Verdict:
     admitted: bool
     predicted_s: float | None = None  # seconds from now to the request's completion, as forecast
     retry_after_s: int = 1  # when refused: when the forecast says it would fit
-    alone_s: float | None = None  # seconds its own work takes
 
 
-def judge(flows: Sequence[Flow], terms: Terms, cost: float, seconds: Callable[[float], float | None],
-          start_in: float, fair: bool, now: float) -> Verdict:
+def judge(flows: Sequence[Flow | Reservation], terms: Terms, cost: float,
+          seconds: Callable[[float], float | None], start_in: float, fair: bool, now: float) -> Verdict:
     """Whether a new request of ``cost`` can be done by ``terms.deadline`` (see the module's text)."""
     if seconds(0.0) is None or math.isinf(terms.deadline):
         return Verdict(True)
@@ -119,7 +131,7 @@ def judge(flows: Sequence[Flow], terms: Terms, cost: float, seconds: Callable[[f
     key = (own_rank, terms.deadline, math.inf)
     ahead = sum(f.queued_cost for f in flows if order_key(f, fair) < key)
     predicted = start_in + seconds(ahead + cost)
-    late = now + predicted > terms.deadline
+    late = now + predicted > terms.deadline and (ahead > 0 or start_in > 0)
     if not late and cost:
         # The requests of its priority it overtakes must still make their own deadlines.
         behind = sorted((f for f in flows if order_key(f, fair) > key and rank(f.priority, fair) == own_rank),
@@ -132,9 +144,9 @@ def judge(flows: Sequence[Flow], terms: Terms, cost: float, seconds: Callable[[f
                 late = True
                 break
     if not late:
-        return Verdict(True, predicted, alone_s=seconds(cost))
+        return Verdict(True, predicted)
     # A retry joins the back of its priority: it fits once that much work has drained.
     queued = sum(f.queued_cost for f in flows if rank(f.priority, fair) <= own_rank)
     timeout = terms.timeout if math.isfinite(terms.timeout) else terms.deadline - now
     wait = start_in + seconds(queued + cost) - timeout
-    return Verdict(False, predicted, max(1, math.ceil(wait)), alone_s=seconds(cost))
+    return Verdict(False, predicted, max(1, math.ceil(wait)))

@@ -78,9 +78,10 @@ class BusyRate:
     the ends of consecutive passes, so that padding, a pass's fixed cost, the CPU's turns with
     request preparation and the batcher's own work all count, per the later pass's real cost. After
     an idle spell a pass's own time is its sample. Each older pass weighs ``decay`` times less: the
-    rate follows a machine that gets busier within a few passes."""
+    rate follows a machine that gets busier within a few dozen passes, and one slow pass (a long
+    item's, or one that waited on request preparation) moves it by a few percent, not a tenth."""
 
-    decay: float = 0.9
+    decay: float = 0.97
     seconds: float = 0.0
     cost: float = 0.0
 

@@ -87,15 +87,16 @@ class RerankService:
             raise InvalidRequest(
                 f"documents has {len(texts)} items; at most {self.max_documents} per request.", param="documents"
             )
-        self.batcher.check_admission(terms)
-        pairs, owners = await self.batcher.gate.run_preparation(self._pairs, req, texts)
-        tokens = sum(len(p) for p in pairs)
-        if tokens > self.max_tokens:
-            raise PayloadTooLarge(
-                f"This request would feed {tokens} tokens to the reranker; at most {self.max_tokens}. "
-                "Send fewer or shorter documents, or lower max_chunks_per_doc."
-            )
-        logits = await gather_results(self.batcher.submit([(p, len(p)) for p in pairs], terms), terms, is_gone)
+        with self.batcher.admission(terms) as admission:
+            pairs, owners = await self.batcher.gate.run_preparation(self._pairs, req, texts)
+            tokens = sum(len(p) for p in pairs)
+            if tokens > self.max_tokens:
+                raise PayloadTooLarge(
+                    f"This request would feed {tokens} tokens to the reranker; at most {self.max_tokens}. "
+                    "Send fewer or shorter documents, or lower max_chunks_per_doc."
+                )
+            futures = admission.submit([(p, len(p)) for p in pairs])
+        logits = await gather_results(futures, terms, is_gone)
 
         best = [-math.inf] * len(texts)
         for owner, logit in zip(owners, logits):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from server.config import Settings
-from server.engine.batching import Batcher, gather_results
+from server.engine.batching import Admission, Batcher, gather_results
 from server.engine.deadlines import Terms
 from server.engine.torch_threads import one_torch_thread
 from server.errors import Timeout
@@ -130,13 +130,13 @@ class TranscriptionService:
                     terms: Terms, posteriors: bool = False) -> QueuedTranscription:
         """Decode the upload, find its speech and queue its segments; raises on bad input before
         anything is computed, so a caller can still answer with an error status."""
-        self.batcher.check_admission(terms)
-        audio = await self.batcher.gate.run_preparation(decode_audio, data, max_seconds=self.max_seconds)
-        if len(audio) <= self.max_segment_s * SAMPLE_RATE:
-            spans, futures = await self._whole_clip(audio, language, use_itn, posteriors, terms)
-        else:
-            spans = await self.batcher.gate.run_preparation(self._speech_segments, audio)
-            futures = await self._submit(audio, spans, language, use_itn, posteriors, terms)
+        with self.batcher.admission(terms) as admission:
+            audio = await self.batcher.gate.run_preparation(decode_audio, data, max_seconds=self.max_seconds)
+            if len(audio) <= self.max_segment_s * SAMPLE_RATE:
+                spans, futures = await self._whole_clip(audio, language, use_itn, posteriors, admission)
+            else:
+                spans = await self.batcher.gate.run_preparation(self._speech_segments, audio)
+                futures = await self._submit(audio, spans, language, use_itn, posteriors, admission)
         return QueuedTranscription(len(audio) / SAMPLE_RATE, spans, futures, terms)
 
     async def segments_in_order(self, queued: QueuedTranscription) -> AsyncIterator[TranscriptSegment]:
@@ -160,7 +160,7 @@ class TranscriptionService:
         return TranscriptSegment(start, end, result, tuple(align_words(result.pieces, times)))
 
     async def _whole_clip(self, audio: np.ndarray, language: str, use_itn: bool, posteriors: bool,
-                          terms: Terms) -> tuple[list[tuple[int, int]], list[asyncio.Future]]:
+                          admission: Admission) -> tuple[list[tuple[int, int]], list[asyncio.Future]]:
         """A clip short enough to be one segment is transcribed whole, exactly what funasr's own
         ``generate`` would see. It is queued as soon as its features are ready while the VAD decides,
         in parallel, whether it holds speech at all: a lone request waits for the longer of the two,
@@ -175,7 +175,7 @@ class TranscriptionService:
         speech_check = asyncio.ensure_future(
             self.batcher.gate.run_preparation(has_speech, audio, sample_rate=SAMPLE_RATE))
         try:
-            futures = await self._submit(audio, spans, language, use_itn, posteriors, terms)
+            futures = await self._submit(audio, spans, language, use_itn, posteriors, admission)
         except BaseException:
             speech_check.cancel()
             raise
@@ -190,9 +190,9 @@ class TranscriptionService:
         return spans, futures
 
     async def _submit(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
-                      use_itn: bool, posteriors: bool, terms: Terms) -> list:
+                      use_itn: bool, posteriors: bool, admission: Admission) -> list:
         items = await self.batcher.gate.run_preparation(self._prepare, audio, spans, language, use_itn, posteriors)
-        return self.batcher.submit([(item, self.model.cost(item)) for item in items], terms)
+        return admission.submit([(item, self.model.cost(item)) for item in items])
 
     def _prepare(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
                  use_itn: bool, posteriors: bool = False) -> list[AsrItem]:
