@@ -34,7 +34,7 @@ from server.background import free_port, serve_in_thread
 from server.cli import build_parser
 from server.config import ENV_PREFIX, Settings
 from server.embeddings import SPEC as EMBEDDING
-from server.engine.batching import BatcherStats
+from server.engine.records import BatcherStats
 from server.errors import StartupError
 from server.metrics import ITEM_OUTCOMES, Metrics
 from server.models import manifest, store

@@ -37,15 +37,25 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from server.engine.cpu_gate import CpuGate
-from server.engine.deadlines import NO_DEADLINE, Forecast, Reservation, Terms, Verdict, judge, plan
+from server.engine.deadlines import (
+    NO_DEADLINE,
+    Forecast,
+    Reservation,
+    Terms,
+    Verdict,
+    judge,
+    plan,
+)
 from server.engine.fair_queue import FairQueue, Flow, QueuedItem
+from server.engine.oom import free_cuda_cache, is_cuda_oom
 from server.engine.pass_times import ForwardTimeFit
+from server.engine.records import BatcherStats, BatchRecord, RequestRecord
 from server.errors import (
     ClientDisconnected,
     DeadlineExceeded,
@@ -70,74 +80,6 @@ R = TypeVar("R")
 
 
 @dataclass
-class BatchRecord:
-    """What one forward pass looked like, for metrics."""
-
-    size: int
-    padded_cost: int
-    real_cost: int
-    seconds: float
-    failed_items: int
-    waits: list[tuple[str, str, float]] = field(default_factory=list)  # (priority, tenant, seconds queued to computed)
-
-
-@dataclass
-class RequestRecord:
-    """How one request's deadline went, for metrics: ``met`` None when its caller left first."""
-
-    met: bool | None
-    predicted_s: float | None  # forecast at admission, seconds to completion
-    actual_s: float | None  # seconds to completion (None: dropped or cancelled, not completed)
-
-
-@dataclass
-class BatcherStats:
-    """Monotonic counters; read by /metrics and by tests."""
-
-    submitted: int = 0
-    computed: int = 0
-    dropped: int = 0
-    rejected: int = 0
-    batches: int = 0
-    failed: int = 0
-    oom_splits: int = 0
-    non_finite: int = 0  # items whose output was NaN or infinite (failed too)
-    real_cost: int = 0  # sum of item costs computed
-    padded_cost: int = 0  # sum of rows x costliest row over batches: real / padded = padding efficiency
-    busy_seconds: float = 0.0  # time in forward passes: busy / wall time = how busy the worker was
-    fixed_cost: float = 0.0  # not a counter: the current estimate of a pass's fixed cost, in cost units
-    # Requests, not items:
-    refused_deadline: int = 0  # refused at admission: the forecast said they would be late
-    refused_queue_full: int = 0
-    deadline_met: int = 0  # completed by their deadline
-    deadline_missed: int = 0  # accepted, then late: dropped as doomed, timed out, or completed late
-    doomed: int = 0  # of the missed, failed early with their queued items dropped
-
-
-# What cuBLAS, cuDNN and the caching allocator say when an allocation fails outside the allocator's
-# own check: these arrive as a plain RuntimeError, not torch.cuda.OutOfMemoryError.
-_CUDA_ALLOCATION_FAILURES = ("CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED",
-                             "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE", "cudaErrorMemoryAllocation")
-
-
-def is_cuda_oom(err: BaseException) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    if isinstance(err, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(err, RuntimeError) and any(text in str(err) for text in _CUDA_ALLOCATION_FAILURES)
-
-
-def _free_cuda_cache() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-@dataclass
 class Batcher(Generic[P, R]):
     name: str
     run_batch: Callable[[list[P]], Sequence[R | BaseException]]
@@ -149,7 +91,7 @@ class Batcher(Generic[P, R]):
     retry_after_s: int = 1
     on_batch: Callable[[BatchRecord], None] | None = None
     is_oom: Callable[[BaseException], bool] = is_cuda_oom
-    on_oom: Callable[[], None] = _free_cuda_cache
+    on_oom: Callable[[], None] = free_cuda_cache
     # The model's worker thread, where it was loaded (server.engine.torch_threads); None: a new one. The
     # batcher stops it on close.
     executor: ThreadPoolExecutor | None = None
@@ -386,6 +328,7 @@ class Batcher(Generic[P, R]):
         items among it that add the least padding, each request first up to its fair share of the pass."""
         self._pass_budget = min(self.max_batch_cost, self._times.padded_within(self.max_pass_seconds)
                                 if self.max_pass_seconds else math.inf)
+        self._forecast.pass_budget = self._pass_budget
         taken, fair = self._window()
         window = [it for it in taken if not it.future.done()]  # done: cancelled, its callback not run yet
         self.stats.dropped += len(taken) - len(window)

@@ -7,18 +7,20 @@ Every request has a deadline (``Terms``). The batcher forecasts seconds of work 
 * admission (``judge``): a new request is refused at once, before anything is computed, when the
   work that would be served before it (every queued request of a higher priority, and those of its
   own priority with an earlier deadline; requests still being prepared count at the cost requests
-  have had lately, ``Reservation``), plus its own, cannot be done by its deadline; or when it
-  would overtake a request of its priority (a shorter deadline) that could then no longer make its
-  own. ``Retry-After`` is when the work queued at its priority and above, plus its own, would fit
-  its timeout. A request with nothing ahead of it is always let in: it is the best time it will
-  get, and a forecast that says otherwise is corrected only by passes that run;
+  have had lately, ``Reservation``), plus its own, would not be done by its deadline if it took
+  10% longer than forecast (``ADMIT_FACTOR``); or when it would overtake a request of its priority
+  (a shorter deadline) that could then no longer make its own. ``Retry-After`` is when the work
+  queued at its priority and above, plus its own, would fit its timeout. A request with nothing
+  ahead of it is always let in: it is the best time it will get, and a forecast that says
+  otherwise is corrected only by passes that run;
 * each pass (``plan``): the requests in deadline order (priority first, then the earliest deadline:
   the order that finishes the most of them in time when they cannot all be, as first in, first out
   does when every request has the same timeout). A request that this order finishes too late even
-  with the forecast 10% pessimistic is doomed: it is failed at once and its items dropped, so no
-  compute goes to an answer nobody can use. The request served next is never doomed. ``slack`` is how long every other request could wait
-  and still make its deadline: while it covers a pass, the batcher serves the fair order
-  (server.engine.fair_queue), exactly as with no deadlines; when it does not, it serves this order.
+  if its work went 10% faster than forecast (``DOOM_FACTOR``) is doomed: it is failed at once and
+  its items dropped, so no compute goes to an answer nobody can use. The request served next is
+  never doomed. ``slack`` is how long every other request could wait and still make its
+  deadline: while it covers a pass, the batcher serves the fair order (server.engine.fair_queue),
+  exactly as with no deadlines; when it does not, it serves this order.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from server.engine.fair_queue import Flow
 from server.engine.pass_times import BusyRate, ForwardTimeFit
 
 RANK = {"interactive": 0, "normal": 1, "background": 2}  # served in this order when time is short
+# The forecast errs by some 10% either way under load. A request is let in only if it would make
+# its deadline with its work taking this much longer than forecast: a request refused at the door
+# can go to another replica, one found late later has waited for nothing.
+ADMIT_FACTOR = 1.1
 # A request is doomed only if it is late even with its work done this much faster than forecast:
 # dropping one that would have made it costs an answer, keeping one that will not costs only compute.
 DOOM_FACTOR = 0.9
@@ -59,16 +65,17 @@ NO_DEADLINE = Terms()  # a normal request with no deadline and no tenant (tests,
 @dataclass
 class Forecast:
     """Seconds to compute queued work of a given real cost: the longer of one pass over it (the
-    pass-time fit, for little work, which the fixed cost of a pass dominates) and the cost at the
-    rate the model has kept while busy (for much work)."""
+    pass-time fit, for little work, which the fixed cost of a pass dominates; no pass is larger
+    than the budget) and the cost at the rate the model has kept while busy (for much work)."""
 
     fit: ForwardTimeFit = field(default_factory=ForwardTimeFit)
     rate: BusyRate = field(default_factory=BusyRate)
     padding: float = 1.0  # padded / real cost of recent passes
+    pass_budget: float = math.inf  # padded cost of the largest pass
 
     def seconds(self, cost: float) -> float | None:
         per_unit = self.rate.per_unit
-        one_pass = self.fit.seconds(cost * self.padding)
+        one_pass = self.fit.seconds(min(cost * self.padding, self.pass_budget))
         if per_unit is None or one_pass is None:
             return None  # no pass seen yet: nothing to go by
         return max(one_pass, cost * per_unit)
@@ -131,7 +138,7 @@ def judge(flows: Sequence[Flow | Reservation], terms: Terms, cost: float,
     key = (own_rank, terms.deadline, math.inf)
     ahead = sum(f.queued_cost for f in flows if order_key(f, fair) < key)
     predicted = start_in + seconds(ahead + cost)
-    late = now + predicted > terms.deadline and (ahead > 0 or start_in > 0)
+    late = now + start_in + ADMIT_FACTOR * seconds(ahead + cost) > terms.deadline and (ahead > 0 or start_in > 0)
     if not late and cost:
         # The requests of its priority it overtakes must still make their own deadlines.
         behind = sorted((f for f in flows if order_key(f, fair) > key and rank(f.priority, fair) == own_rank),
@@ -139,7 +146,8 @@ def judge(flows: Sequence[Flow | Reservation], terms: Terms, cost: float,
         done = ahead
         for flow in behind:
             done += flow.queued_cost
-            before, after = now + start_in + seconds(done), now + start_in + seconds(done + cost)
+            before = now + start_in + ADMIT_FACTOR * seconds(done)
+            after = now + start_in + ADMIT_FACTOR * seconds(done + cost)
             if before <= flow.deadline < after:
                 late = True
                 break

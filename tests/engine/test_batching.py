@@ -317,7 +317,7 @@ def test_out_of_memory_halves_run_once_the_failed_pass_has_let_go_of_its_memory(
 
 
 def test_allocation_failures_from_cublas_and_cudnn_count_as_out_of_memory():
-    from server.engine.batching import is_cuda_oom
+    from server.engine.oom import is_cuda_oom
 
     assert is_cuda_oom(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
     assert is_cuda_oom(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
