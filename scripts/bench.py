@@ -17,12 +17,15 @@ on their values) or takes a real one, then measures on fixed, seeded workloads:
 * latency against offered load: open-loop (Poisson) arrivals at fractions of the server's capacity,
   per system, plotted to a PNG;
 * with ``--mixed``, instead of all the above: interactive requests beside a bulk client, fair
-  scheduling against fifo and the peers (scripts/bench_mixed.py).
+  scheduling against fifo and the peers (scripts/bench_mixed.py);
+* with ``--overload``, instead of all the above: a burst and a sustained load past capacity, with
+  request deadlines: goodput, refusals, late answers (scripts/bench_overload.py).
 
     python scripts/bench.py --size small
     python scripts/bench.py --size base --models embedding --peers --out bench.json --plot bench.png
     python scripts/bench.py --model-dir embedding=models/bge-m3 --models embedding
     python scripts/bench.py --mixed --models reranker --peers --rounds 3
+    python scripts/bench.py --overload --models embedding
 
 Prints Markdown tables and the targets with their verdicts; --out writes everything as JSON. Every
 loop is bounded in count and time; only loopback is used.
@@ -389,6 +392,10 @@ def systems(wl: Workload, model_dir: Path, args) -> list[Callable[[], Iterator[E
     if getattr(args, "compare_dtype", None):  # the same server in another dtype, side by side: what the dtype buys
         found.append(lambda: our_server(kind, model_dir, batch_size=args.max_batch_size, dtype=args.compare_dtype,
                                         name=f"{SERVER}, {args.compare_dtype}"))
+    if getattr(args, "compare_fifo", False):  # what fair and deadline scheduling cost where there is nothing to be fair about
+        found.append(lambda: our_server(kind, model_dir, batch_size=args.max_batch_size, dtype=args.dtype,
+                                        name=f"{SERVER}, fifo",
+                                        extra=("--batch-scheduling", "fifo", "--no-deadline-scheduling")))
     if args.peers and wl.peers:
         import peers
 
@@ -772,6 +779,7 @@ def build(kind: str, size: str, root: Path) -> Path:
 
 def main() -> None:
     import bench_mixed
+    import bench_overload
     import bench_stream
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -796,6 +804,8 @@ def main() -> None:
     parser.add_argument("--compare-dtype", choices=["float32", "bfloat16"],
                         help="also run the server in this dtype, side by side (server / server, DTYPE)")
     parser.add_argument("--peers", action="store_true", help="also run Infinity and funasr-server (scripts/peers.py)")
+    parser.add_argument("--compare-fifo", action="store_true",
+                        help="also run the server with --batch-scheduling fifo --no-deadline-scheduling, side by side")
     parser.add_argument("--peers-dir", type=Path, default=Path.home() / ".cache/inference-server/peers",
                         help="where the peers' own virtual environments are made")
     parser.add_argument("--out", type=Path, help="write every figure as JSON here")
@@ -806,6 +816,9 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true",
                         help="run only the streamed long-recording workload (scripts/bench_stream.py) instead")
     bench_stream.add_arguments(parser)
+    parser.add_argument("--overload", action="store_true",
+                        help="run only the overload workload, burst and sustained (scripts/bench_overload.py) instead")
+    bench_overload.add_arguments(parser)
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -814,6 +827,8 @@ def main() -> None:
         return bench_mixed.main(args)
     if args.stream:
         return bench_stream.main(args)
+    if args.overload:
+        return bench_overload.main(args)
     given = dict(item.split("=", 1) for item in args.model_dir)
     args.matmul_peaks = measure_peaks(args)
     for who, p in (("server", args.matmul_peaks["server"]), ("offline reference", args.matmul_peaks["offline"])):
