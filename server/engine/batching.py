@@ -51,6 +51,7 @@ from server.engine.deadlines import (
     Verdict,
     judge,
     plan,
+    rank,
 )
 from server.engine.fair_queue import FairQueue, Flow, QueuedItem
 from server.engine.oom import free_cuda_cache, is_cuda_oom
@@ -223,7 +224,7 @@ class Batcher(Generic[P, R]):
         if not self.deadline_scheduling:
             return Verdict(True)
         now = time.monotonic()
-        verdict = judge([*self._queue.flows(), *self._preparing], terms, cost, self._forecast.seconds,
+        verdict = judge([*self._queue.flows(), *self._preparing], terms, cost, self._forecast,
                         self._start_in(now), self.fair, now)
         if verdict.admitted:
             return verdict
@@ -316,7 +317,7 @@ class Batcher(Generic[P, R]):
         if self.deadline_scheduling and self._forecast.seconds(0.0) is not None:
             now = time.monotonic()
             flows = self._queue.flows()
-            schedule = plan(flows, self._forecast.seconds, 0.0, self.fair, now)
+            schedule = plan(flows, self._forecast, 0.0, self.fair, now)
             self._drop_doomed(schedule.doomed, now)
             next_pass = self._forecast.seconds(min(self._pass_budget, sum(f.queued_cost for f in schedule.order)))
             if schedule.slack < next_pass:
@@ -472,17 +473,22 @@ class Batcher(Generic[P, R]):
         self.stats.busy_seconds += seconds
         if not failed:
             self._times.add(record.padded_cost, seconds)
-            self._learn_rate(record, seconds, now)
+            self._learn(batch, record, seconds, now)
+        if self.on_batch is not None:
+            self.on_batch(record)
 
-    def _learn_rate(self, record: BatchRecord, seconds: float, now: float) -> None:
-        """The forecast's inputs: wall time per real cost while busy, and how much passes pad."""
+    def _learn(self, batch: list[QueuedItem], record: BatchRecord, seconds: float, now: float) -> None:
+        """The forecast's inputs: wall time per real cost while busy, how much passes pad, and
+        how the model's time went to each priority."""
         forecast = self._forecast
         busy_since = self._last_pass_end
         forecast.rate.add(now - busy_since if busy_since is not None else seconds, record.real_cost)
         forecast.padding = 0.9 * forecast.padding + 0.1 * record.padded_cost / record.real_cost
+        by_rank: Counter = Counter()
+        for item in batch:
+            by_rank[rank(item.flow.priority, self.fair)] += item.cost
+        forecast.learn(by_rank)
         self._last_pass_end = now if self._queue else None
-        if self.on_batch is not None:
-            self.on_batch(record)
 
 
 class Admission:

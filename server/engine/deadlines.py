@@ -17,17 +17,17 @@ Every request has a deadline (``Terms``). The batcher forecasts seconds of work 
   the order that finishes the most of them in time when they cannot all be, as first in, first out
   does when every request has the same timeout). A request that this order finishes too late even
   if its work went 10% faster than forecast (``DOOM_FACTOR``) is doomed: it is failed at once and
-  its items dropped, so no compute goes to an answer nobody can use. The request served next is
-  never doomed. ``slack`` is how long every other request could wait and still make its
-  deadline: while it covers a pass, the batcher serves the fair order (server.engine.fair_queue),
-  exactly as with no deadlines; when it does not, it serves this order.
+  its items dropped, so no compute goes to an answer nobody can use; a request alone is never
+  doomed. ``slack`` is how long every other request could wait and still make its deadline with
+  admission's margin kept: while it covers a pass, the batcher serves the fair order
+  (server.engine.fair_queue), exactly as with no deadlines; when it does not, it serves this order.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from server.engine.fair_queue import Flow
@@ -66,19 +66,29 @@ NO_DEADLINE = Terms()  # a normal request with no deadline and no tenant (tests,
 class Forecast:
     """Seconds to compute queued work of a given real cost: the longer of one pass over it (the
     pass-time fit, for little work, which the fixed cost of a pass dominates; no pass is larger
-    than the budget) and the cost at the rate the model has kept while busy (for much work)."""
+    than the budget) and the cost at the rate the model has kept while busy (for much work).
+
+    Work of a higher priority keeps arriving and goes first: for a request of a lower rank, the
+    model has only the share of its time that such work has left it lately (``served``)."""
 
     fit: ForwardTimeFit = field(default_factory=ForwardTimeFit)
     rate: BusyRate = field(default_factory=BusyRate)
     padding: float = 1.0  # padded / real cost of recent passes
     pass_budget: float = math.inf  # padded cost of the largest pass
+    served: list[float] = field(default_factory=lambda: [0.0] * len(RANK))  # cost served lately, by rank
+    decay: float = 0.97
 
-    def seconds(self, cost: float) -> float | None:
+    def learn(self, costs_by_rank: dict[int, float]) -> None:
+        self.served = [self.decay * total + costs_by_rank.get(r, 0.0) for r, total in enumerate(self.served)]
+
+    def seconds(self, cost: float, rank: int = 0) -> float | None:
         per_unit = self.rate.per_unit
         one_pass = self.fit.seconds(min(cost * self.padding, self.pass_budget))
         if per_unit is None or one_pass is None:
             return None  # no pass seen yet: nothing to go by
-        return max(one_pass, cost * per_unit)
+        total = sum(self.served)
+        overtaken = min(0.5, sum(self.served[:rank]) / total) if total else 0.0
+        return max(one_pass, cost * per_unit) / (1 - overtaken)
 
 
 @dataclass(eq=False)
@@ -107,18 +117,18 @@ class Plan:
     slack: float  # seconds every request in ``order`` could wait and still make its deadline
 
 
-def plan(flows: Sequence[Flow], seconds: Callable[[float], float], start_in: float, fair: bool,
-         now: float) -> Plan:
+def plan(flows: Sequence[Flow], forecast: Forecast, start_in: float, fair: bool, now: float) -> Plan:
     """``start_in``: seconds until the model is free (the pass in flight)."""
     order, doomed, slack, ahead = [], [], math.inf, 0.0
     for flow in sorted(flows, key=lambda f: order_key(f, fair)):
-        work = seconds(ahead + flow.queued_cost)
-        if order and now + start_in + DOOM_FACTOR * work > flow.deadline:
+        work = forecast.seconds(ahead + flow.queued_cost, rank(flow.priority, fair))
+        if len(flows) > 1 and now + start_in + DOOM_FACTOR * work > flow.deadline:
             doomed.append(flow)
             continue
         ahead += flow.queued_cost
         order.append(flow)
-        slack = min(slack, flow.deadline - (now + start_in + work))
+        # The fair order may spend what is left beyond admission's own margin, not that margin.
+        slack = min(slack, flow.deadline - (now + start_in + ADMIT_FACTOR * work))
     return Plan(order, doomed, max(0.0, slack))
 
 
@@ -129,12 +139,16 @@ class Verdict:
     retry_after_s: int = 1  # when refused: when the forecast says it would fit
 
 
-def judge(flows: Sequence[Flow | Reservation], terms: Terms, cost: float,
-          seconds: Callable[[float], float | None], start_in: float, fair: bool, now: float) -> Verdict:
+def judge(flows: Sequence[Flow | Reservation], terms: Terms, cost: float, forecast: Forecast,
+          start_in: float, fair: bool, now: float) -> Verdict:
     """Whether a new request of ``cost`` can be done by ``terms.deadline`` (see the module's text)."""
-    if seconds(0.0) is None or math.isinf(terms.deadline):
+    if forecast.seconds(0.0) is None or math.isinf(terms.deadline):
         return Verdict(True)
     own_rank = rank(terms.priority, fair)
+
+    def seconds(work: float) -> float:
+        return forecast.seconds(work, own_rank)
+
     key = (own_rank, terms.deadline, math.inf)
     ahead = sum(f.queued_cost for f in flows if order_key(f, fair) < key)
     predicted = start_in + seconds(ahead + cost)

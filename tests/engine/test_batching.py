@@ -368,6 +368,19 @@ def test_close_drains_the_queue_then_refuses_new_work():
     assert blocked == "done:blocker"
 
 
+def test_a_failed_pass_is_reported_too():
+    async def go():
+        records = []
+        b = make(FakeModel(fail_on="bad"), on_batch=records.append)
+        b.start()
+        with pytest.raises(ValueError):
+            await b.submit([("bad", 1)])[0]
+        await b.close()
+        return records
+
+    assert [r.failed_items for r in run(go())] == [1]
+
+
 def test_a_drain_that_times_out_answers_every_caller_also_the_pass_in_flight():
     async def go():
         model = FakeModel()

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from server.engine.batching import Batcher, gather_results
-from server.engine.deadlines import Terms
+from server.engine.deadlines import RANK, Forecast, Terms
 from server.errors import DeadlineExceeded, Overloaded, Timeout
 
 FIXED_S, PER_UNIT_S = 0.004, 0.0002  # a pass of 32 items of cost 10 (320 units) takes 68 ms
@@ -380,3 +380,15 @@ def test_deadline_outcomes_and_prediction_errors_are_recorded():
     # The forecast of the burst's accepted requests is within 0.25 s of what happened.
     errors = sorted(abs(r.actual_s - r.predicted_s) for r in answered)
     assert errors[len(errors) // 2] < 0.25, errors
+
+
+def test_the_forecast_gives_lower_priorities_the_time_higher_ones_leave_them():
+    """Interactive work keeps arriving and goes first: a normal request's work takes longer by the
+    share of the model's recent time that interactive work took (here a quarter)."""
+    forecast = Forecast()
+    forecast.fit.add(1000, 1.0)
+    forecast.rate.add(1.0, 1000)
+    alone = forecast.seconds(1000, RANK["normal"])
+    forecast.learn({RANK["interactive"]: 250, RANK["normal"]: 750})
+    assert forecast.seconds(1000, RANK["interactive"]) == pytest.approx(alone)
+    assert forecast.seconds(1000, RANK["normal"]) == pytest.approx(alone / 0.75)
