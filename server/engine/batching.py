@@ -267,6 +267,8 @@ class Batcher(Generic[P, R]):
             else:
                 self.stats.deadline_missed += 1
                 self.stats.doomed += flow.doomed
+            if flow.predicted_s is not None and flow.predicted_s > (flow.deadline - flow.arrived) / 4:
+                self._forecast.judged(met)  # admitted into a real queue: the margin was what let it in
         if self.on_request is not None:
             completed = not flow.doomed and not flow.gone
             self.on_request(RequestRecord(met, flow.predicted_s, now - flow.arrived if completed else None))

@@ -8,7 +8,8 @@ Every request has a deadline (``Terms``). The batcher forecasts seconds of work 
   work that would be served before it (every queued request of a higher priority, and those of its
   own priority with an earlier deadline; requests still being prepared count at the cost requests
   have had lately, ``Reservation``), plus its own, would not be done by its deadline if it took
-  25% longer than forecast (``ADMIT_FACTOR``); or when it would overtake a request of its priority
+  longer than forecast by the margin that keeps misses near 5% (``Forecast.margin``); or when it
+  would overtake a request of its priority
   (a shorter deadline) that could then no longer make its own. ``Retry-After`` is when the work
   queued at its priority and above, plus its own, would fit its timeout. A request with nothing
   ahead of it is always let in: it is the best time it will get, and a forecast that says
@@ -34,11 +35,14 @@ from server.engine.fair_queue import Flow
 from server.engine.pass_times import BusyRate, ForwardTimeFit
 
 RANK = {"interactive": 0, "normal": 1, "background": 2}  # served in this order when time is short
-# Under sustained overload the forecast at admission errs late more than early (bench.py --overload:
-# mixed-length requests, interactive work arriving beside). A request is let in only if it would
-# make its deadline with its work taking this much longer than forecast: a request refused at the
-# door can go to another replica, one found late later has waited for nothing.
-ADMIT_FACTOR = 1.25
+# A request is let in only if it would make its deadline with its work taking ``Forecast.margin``
+# times the forecast: a request refused at the door can go to another replica, one found late
+# later has waited for nothing. The margin follows the outcomes (``Forecast.judged``): each accepted
+# request that misses its deadline widens it by MISS_STEP, each that meets it narrows it by
+# MET_STEP, so misses settle near MET_STEP / MISS_STEP (5%) of the requests let in, whatever biases
+# the forecast in a given mix (under sustained overload it errs late more than early).
+MARGIN_START, MARGIN_MIN, MARGIN_MAX = 1.25, 1.05, 4.0
+MISS_STEP, MET_STEP = 0.10, 0.005
 # A request is doomed only if it is late even with its work done this much faster than forecast:
 # dropping one that would have made it costs an answer, keeping one that will not costs only compute.
 DOOM_FACTOR = 0.9
@@ -78,6 +82,13 @@ class Forecast:
     pass_budget: float = math.inf  # padded cost of the largest pass
     served: list[float] = field(default_factory=lambda: [0.0] * len(RANK))  # cost served lately, by rank
     decay: float = 0.97
+    margin: float = MARGIN_START
+
+    def judged(self, met: bool) -> None:
+        """An accepted request whose forecast mattered (it waited behind others) met or missed its
+        deadline: widen or narrow the admission margin."""
+        step = -MET_STEP if met else MISS_STEP
+        self.margin = min(MARGIN_MAX, max(MARGIN_MIN, self.margin * (1 + step)))
 
     def learn(self, costs_by_rank: dict[int, float]) -> None:
         self.served = [self.decay * total + costs_by_rank.get(r, 0.0) for r, total in enumerate(self.served)]
@@ -129,7 +140,7 @@ def plan(flows: Sequence[Flow], forecast: Forecast, start_in: float, fair: bool,
         ahead += flow.queued_cost
         order.append(flow)
         # The fair order may spend what is left beyond admission's own margin, not that margin.
-        slack = min(slack, flow.deadline - (now + start_in + ADMIT_FACTOR * work))
+        slack = min(slack, flow.deadline - (now + start_in + forecast.margin * work))
     return Plan(order, doomed, max(0.0, slack))
 
 
@@ -153,7 +164,7 @@ def judge(flows: Sequence[Flow | Reservation], terms: Terms, cost: float, foreca
     key = (own_rank, terms.deadline, math.inf)
     ahead = sum(f.queued_cost for f in flows if order_key(f, fair) < key)
     predicted = start_in + seconds(ahead + cost)
-    late = now + start_in + ADMIT_FACTOR * seconds(ahead + cost) > terms.deadline and (ahead > 0 or start_in > 0)
+    late = now + start_in + forecast.margin * seconds(ahead + cost) > terms.deadline and (ahead > 0 or start_in > 0)
     if not late and cost:
         # The requests of its priority it overtakes must still make their own deadlines.
         behind = sorted((f for f in flows if order_key(f, fair) > key and rank(f.priority, fair) == own_rank),
@@ -161,8 +172,8 @@ def judge(flows: Sequence[Flow | Reservation], terms: Terms, cost: float, foreca
         done = ahead
         for flow in behind:
             done += flow.queued_cost
-            before = now + start_in + ADMIT_FACTOR * seconds(done)
-            after = now + start_in + ADMIT_FACTOR * seconds(done + cost)
+            before = now + start_in + forecast.margin * seconds(done)
+            after = now + start_in + forecast.margin * seconds(done + cost)
             if before <= flow.deadline < after:
                 late = True
                 break

@@ -392,3 +392,19 @@ def test_the_forecast_gives_lower_priorities_the_time_higher_ones_leave_them():
     forecast.learn({RANK["interactive"]: 250, RANK["normal"]: 750})
     assert forecast.seconds(1000, RANK["interactive"]) == pytest.approx(alone)
     assert forecast.seconds(1000, RANK["normal"]) == pytest.approx(alone / 0.75)
+
+
+def test_the_admission_margin_follows_the_outcomes():
+    """Misses widen it, meetings narrow it, so that misses settle near 5% of what is let in."""
+    forecast = Forecast()
+    start = forecast.margin
+    for _ in range(5):
+        forecast.judged(met=False)
+    widened = forecast.margin
+    assert widened == pytest.approx(start * 1.1 ** 5)
+    for _ in range(19 * 5):  # 5% misses: back about where it was
+        forecast.judged(met=True)
+    assert forecast.margin == pytest.approx(start, rel=0.1)
+    for _ in range(2000):
+        forecast.judged(met=True)
+    assert forecast.margin == pytest.approx(1.05)  # never below its floor
