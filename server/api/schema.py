@@ -54,7 +54,7 @@ ERROR_STATUSES = {
     400: "Invalid request.",
     401: "Missing or wrong API key.",
     404: "Unknown model.",
-    413: "Request too large (also: more work than its deadline allows, even alone).",
+    413: "Request too large.",
     503: "Overloaded (with Retry-After): the queue is full, or the work queued would make it miss its deadline; "
          "loading; or shutting down.",
     504: "Timed out waiting for results.",

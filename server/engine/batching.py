@@ -183,7 +183,7 @@ class Batcher(Generic[P, R]):
         loop = asyncio.get_running_loop()
         flow = self._queue.push([(payload, cost, loop.create_future()) for (payload, _), cost in zip(items, costs)],
                                 terms.priority, terms.tenant, terms.deadline)
-        flow.predicted_s = verdict.predicted_s
+        flow.predicted_s, flow.margin = verdict.predicted_s, self._forecast.margin
         for item in flow.items:
             item.future.add_done_callback(lambda fut, it=item: self._forget_if_cancelled(it))
         self.stats.submitted += len(items)
@@ -268,7 +268,7 @@ class Batcher(Generic[P, R]):
                 self.stats.deadline_missed += 1
                 self.stats.doomed += flow.doomed
             if flow.predicted_s is not None and flow.predicted_s > (flow.deadline - flow.arrived) / 4:
-                self._forecast.judged(met)  # admitted into a real queue: the margin was what let it in
+                self._forecast.judged(met, flow.margin)  # let into a real queue: the margin let it in
         if self.on_request is not None:
             completed = not flow.doomed and not flow.gone
             self.on_request(RequestRecord(met, flow.predicted_s, now - flow.arrived if completed else None))

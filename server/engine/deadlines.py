@@ -41,7 +41,7 @@ RANK = {"interactive": 0, "normal": 1, "background": 2}  # served in this order 
 # request that misses its deadline widens it by MISS_STEP, each that meets it narrows it by
 # MET_STEP, so misses settle near MET_STEP / MISS_STEP (5%) of the requests let in, whatever biases
 # the forecast in a given mix (under sustained overload it errs late more than early).
-MARGIN_START, MARGIN_MIN, MARGIN_MAX = 1.25, 1.05, 4.0
+MARGIN_START, MARGIN_MIN, MARGIN_MAX = 1.25, 1.05, 2.0
 MISS_STEP, MET_STEP = 0.10, 0.005
 # A request is doomed only if it is late even with its work done this much faster than forecast:
 # dropping one that would have made it costs an answer, keeping one that will not costs only compute.
@@ -84,9 +84,13 @@ class Forecast:
     decay: float = 0.97
     margin: float = MARGIN_START
 
-    def judged(self, met: bool) -> None:
+    def judged(self, met: bool, admitted_with: float) -> None:
         """An accepted request whose forecast mattered (it waited behind others) met or missed its
-        deadline: widen or narrow the admission margin."""
+        deadline: widen or narrow the admission margin. Only a miss of a request let in under the
+        margin as it is now widens it: requests let in together tend to miss together (a slow
+        spell, the first passes of a cold process), and one cause should widen it once."""
+        if not met and admitted_with < self.margin:
+            return
         step = -MET_STEP if met else MISS_STEP
         self.margin = min(MARGIN_MAX, max(MARGIN_MIN, self.margin * (1 + step)))
 

@@ -81,6 +81,7 @@ class Flow:
     seq: int = 0  # arrival order among requests
     arrived: float = field(default_factory=time.monotonic)
     predicted_s: float | None = None  # seconds to completion predicted at admission (None: no prediction)
+    margin: float = 1.0  # the admission margin it was let in under
     doomed: bool = False  # failed early: it could no longer make its deadline
     gone: bool = False  # an item was cancelled: its caller left, or its deadline passed
 

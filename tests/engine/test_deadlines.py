@@ -395,16 +395,20 @@ def test_the_forecast_gives_lower_priorities_the_time_higher_ones_leave_them():
 
 
 def test_the_admission_margin_follows_the_outcomes():
-    """Misses widen it, meetings narrow it, so that misses settle near 5% of what is let in."""
+    """Misses widen it, meetings narrow it, so that misses settle near 5% of what is let in; misses
+    of requests let in under a narrower margin than now do not widen it again."""
     forecast = Forecast()
     start = forecast.margin
     for _ in range(5):
-        forecast.judged(met=False)
+        forecast.judged(False, admitted_with=start)  # let in together, missed together: once
+    assert forecast.margin == pytest.approx(start * 1.1)
+    for _ in range(3):
+        forecast.judged(False, admitted_with=forecast.margin)
     widened = forecast.margin
-    assert widened == pytest.approx(start * 1.1 ** 5)
-    for _ in range(19 * 5):  # 5% misses: back about where it was
-        forecast.judged(met=True)
+    assert widened == pytest.approx(start * 1.1 ** 4)
+    for _ in range(19 * 4):  # 5% misses: back about where it was
+        forecast.judged(True, admitted_with=widened)
     assert forecast.margin == pytest.approx(start, rel=0.1)
     for _ in range(2000):
-        forecast.judged(met=True)
+        forecast.judged(True, admitted_with=forecast.margin)
     assert forecast.margin == pytest.approx(1.05)  # never below its floor
