@@ -192,6 +192,13 @@ def text(rng: random.Random, words: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(words))
 
 
+def ranking(rng: random.Random, documents: int) -> Request:
+    """A rerank request: a short query and ``documents`` documents of 5-60 words, every one ranked."""
+    docs = [text(rng, rng.randint(5, 60)) for _ in range(documents)]
+    return Request({"model": "bge-reranker-v2-m3", "query": text(rng, rng.randint(3, 12)), "documents": docs,
+                    "top_n": documents}, units=documents)
+
+
 def embedding_workloads(args) -> list[Workload]:
     rng = random.Random(0)
     short = [text(rng, rng.randint(4, 32)) for _ in range(args.items)]

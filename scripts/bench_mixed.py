@@ -85,9 +85,7 @@ def reranker_mixed() -> MixedWorkload:
     rng = random.Random(21)
 
     def ranking(documents: int) -> Request:
-        docs = [text(rng, rng.randint(5, 60)) for _ in range(documents)]
-        return Request({"model": "bge-reranker-v2-m3", "query": text(rng, rng.randint(3, 12)), "documents": docs,
-                        "top_n": documents}, units=documents)
+        return bench.ranking(rng, documents)
 
     return MixedWorkload("reranker", "documents", [ranking(1000) for _ in range(BULK_BODIES)],
                          [ranking(20) for _ in range(INTERACTIVE_BODIES)], [ranking(250), ranking(20)],

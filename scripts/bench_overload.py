@@ -117,9 +117,7 @@ def reranker_overload() -> OverloadWorkload:
     rng = random.Random(31)
 
     def ranking(documents: int) -> Request:
-        docs = [text(rng, rng.randint(5, 60)) for _ in range(documents)]
-        return Request({"model": "bge-reranker-v2-m3", "query": text(rng, rng.randint(3, 12)), "documents": docs,
-                        "top_n": documents}, units=documents)
+        return bench.ranking(rng, documents)
 
     return OverloadWorkload("reranker", [ranking(rng.randint(20, 40)) for _ in range(BODIES)],
                             interactive([ranking(rng.randint(2, 3)) for _ in range(BODIES)]), 4,
