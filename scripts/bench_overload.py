@@ -28,7 +28,10 @@ inference_requests_refused_total{reason}, inference_request_deadlines_total{outc
 inference_deadline_prediction_error_seconds histogram (how far each accepted request's completion
 fell from the forecast at its admission, by direction, early or late: the mean signed error, the
 mean absolute error, the bucket the median absolute error falls in, and the share within 0.5 s and
-1 s); None where absent. The client sends from pools of 16 connections (one pool of hundreds costs this
+1 s), and the share of its 503 answers that took at most 100 ms inside the server
+(inference_request_seconds; the doomed requests' 503s count too): a refusal's latency as the
+client measures it includes the client's own turn on a machine it shares with the server; None
+where absent. The client sends from pools of 16 connections (one pool of hundreds costs this
 process seconds of CPU in httpcore) and reports its own CPU beside the figures.
 
 Systems: "server" (fair scheduling + deadline scheduling, the default), "server (fifo)"
@@ -275,7 +278,7 @@ def deadline_metrics(url: str) -> dict:
     out: dict = {"refused deadline": None, "refused queue_full": None, "deadlines met": None,
                  "deadlines missed": None, "deadlines missed_dropped_early": None, "error late sum": None,
                  "error early sum": None, "error count": None, "error buckets": None, "queue depth": None,
-                 "activity": 0.0}
+                 "503 count": None, "503 within 100 ms": None, "activity": 0.0}
     try:
         families = list(text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text))
     except Exception:
@@ -290,6 +293,8 @@ def deadline_metrics(url: str) -> dict:
             out["error late sum"], out["error early sum"] = 0.0, 0.0
         elif family.name == "inference_queue_depth":
             out["queue depth"] = 0.0
+        elif family.name == "inference_request_seconds":
+            out["503 count"], out["503 within 100 ms"] = 0.0, 0.0
         for s in family.samples:
             if s.name == "inference_requests_refused_total" and f"refused {s.labels.get('reason')}" in out:
                 out[f"refused {s.labels['reason']}"] += s.value
@@ -305,6 +310,11 @@ def deadline_metrics(url: str) -> dict:
                 out["error buckets"][bound] = out["error buckets"].get(bound, 0.0) + s.value
             elif s.name == "inference_queue_depth":
                 out["queue depth"] += s.value
+            elif s.name == "inference_request_seconds_count" and s.labels.get("status") == "503":
+                out["503 count"] += s.value
+            elif (s.name == "inference_request_seconds_bucket" and s.labels.get("status") == "503"
+                  and float(s.labels["le"]) == 0.1):
+                out["503 within 100 ms"] += s.value
             elif s.name == "inference_items_total":
                 out["activity"] += s.value
     return out
@@ -316,12 +326,15 @@ def metrics_delta(before: dict | None, after: dict | None) -> dict:
     share within 0.5 s and 1 s."""
     keys = ("refused deadline", "refused queue_full", "deadlines met", "deadlines missed",
             "deadlines missed_dropped_early")
-    out = dict.fromkeys((*keys, "prediction error mean s", "prediction |error| mean s", "prediction |error| median in",
+    out = dict.fromkeys((*keys, "server: 503s within 100 ms", "prediction error mean s", "prediction |error| mean s", "prediction |error| median in",
                          "within 0.5 s", "within 1 s"))
     if before is None or after is None:
         return out
     diff = lambda k: None if after[k] is None else after[k] - (before[k] or 0.0)  # noqa: E731
     out.update({k: diff(k) for k in keys})
+    answered_503 = diff("503 count")
+    if answered_503:  # the refusals' own time inside the server, without the client's or the network's
+        out["server: 503s within 100 ms"] = diff("503 within 100 ms") / answered_503
     count = diff("error count")
     if not count:
         return out
@@ -594,7 +607,7 @@ def bench_kind(kind: str, model_dir: Path, args) -> dict:
 
 
 SERVER_COLUMNS = ("refused deadline", "refused queue_full", "deadlines met", "deadlines missed",
-                  "deadlines missed_dropped_early", "prediction error mean s", "prediction |error| mean s", "prediction |error| median in",
+                  "deadlines missed_dropped_early", "server: 503s within 100 ms", "prediction error mean s", "prediction |error| mean s", "prediction |error| median in",
                   "within 0.5 s", "within 1 s")
 
 

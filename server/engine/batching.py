@@ -484,7 +484,10 @@ class Batcher(Generic[P, R]):
         how the model's time went to each priority."""
         forecast = self._forecast
         busy_since = self._last_pass_end
-        forecast.rate.add(now - busy_since if busy_since is not None else seconds, record.real_cost)
+        if busy_since is not None:
+            forecast.rate.add(now - busy_since, record.real_cost)
+        else:
+            forecast.rate.add(seconds, record.real_cost, busy=False)
         forecast.padding = 0.9 * forecast.padding + 0.1 * record.padded_cost / record.real_cost
         by_rank: Counter = Counter()
         for item in batch:

@@ -19,9 +19,10 @@ Every request has a deadline (``Terms``). The batcher forecasts seconds of work 
   does when every request has the same timeout). A request that this order finishes too late even
   if its work went 10% faster than forecast (``DOOM_FACTOR``) is doomed: it is failed at once and
   its items dropped, so no compute goes to an answer nobody can use; a request alone is never
-  doomed. ``slack`` is how long every other request could wait and still make its deadline with
-  admission's margin kept: while it covers a pass, the batcher serves the fair order
-  (server.engine.fair_queue), exactly as with no deadlines; when it does not, it serves this order.
+  doomed. ``slack`` is how long every request could wait and still be done by its aim (``aim``:
+  its deadline less the reserve admission kept for the forecast's errors): while it covers a
+  pass, the batcher serves the fair order (server.engine.fair_queue), exactly as with no
+  deadlines; when it does not, it serves this order.
 """
 
 from __future__ import annotations
@@ -116,6 +117,16 @@ class Reservation:
     deadline: float
     queued_cost: float
     seq: float = math.inf  # after any queued request of the same deadline
+    arrived: float = field(default_factory=time.monotonic)
+
+
+def aim(flow: Flow | Reservation, margin: float) -> float:
+    """When the schedule aims to have ``flow`` done: its deadline, less the share of its timeout
+    that admission kept in reserve for the forecast's errors (a request let in when its work
+    would take ``timeout / margin`` ends at its aim if the forecast holds). Scheduling against the
+    deadline itself would let the fair order spend that reserve: every request would end a pass
+    before its deadline, where any slow pass makes it late."""
+    return flow.deadline - (1 - 1 / margin) * (flow.deadline - flow.arrived)
 
 
 def rank(priority: str, fair: bool) -> int:
@@ -143,8 +154,7 @@ def plan(flows: Sequence[Flow], forecast: Forecast, start_in: float, fair: bool,
             continue
         ahead += flow.queued_cost
         order.append(flow)
-        # The fair order may spend what is left beyond admission's own margin, not that margin.
-        slack = min(slack, flow.deadline - (now + start_in + forecast.margin * work))
+        slack = min(slack, aim(flow, forecast.margin) - (now + start_in + work))
     return Plan(order, doomed, max(0.0, slack))
 
 
@@ -168,17 +178,17 @@ def judge(flows: Sequence[Flow | Reservation], terms: Terms, cost: float, foreca
     key = (own_rank, terms.deadline, math.inf)
     ahead = sum(f.queued_cost for f in flows if order_key(f, fair) < key)
     predicted = start_in + seconds(ahead + cost)
-    late = now + start_in + forecast.margin * seconds(ahead + cost) > terms.deadline and (ahead > 0 or start_in > 0)
+    late = now + forecast.margin * predicted > terms.deadline and (ahead > 0 or start_in > 0)
     if not late and cost:
-        # The requests of its priority it overtakes must still make their own deadlines.
+        # The requests of its priority it overtakes must still make their aims.
         behind = sorted((f for f in flows if order_key(f, fair) > key and rank(f.priority, fair) == own_rank),
                         key=lambda f: order_key(f, fair))
         done = ahead
         for flow in behind:
             done += flow.queued_cost
-            before = now + start_in + forecast.margin * seconds(done)
-            after = now + start_in + forecast.margin * seconds(done + cost)
-            if before <= flow.deadline < after:
+            before = now + start_in + seconds(done)
+            after = now + start_in + seconds(done + cost)
+            if before <= aim(flow, forecast.margin) < after:
                 late = True
                 break
     if not late:

@@ -76,16 +76,23 @@ class ForwardTimeFit:
 class BusyRate:
     """Seconds of wall time per unit of real cost while the model has work queued: the time between
     the ends of consecutive passes, so that padding, a pass's fixed cost, the CPU's turns with
-    request preparation and the batcher's own work all count, per the later pass's real cost. After
-    an idle spell a pass's own time is its sample. Each older pass weighs ``decay`` times less: the
+    request preparation and the batcher's own work all count, per the later pass's real cost. A
+    pass after an idle spell (its own time is its sample) counts only until the model has been
+    busy: a lone query is all fixed cost per unit, and says nothing of how fast queued work drains
+    (lone queries between bursts would make the next burst's forecast pessimistic). Each older pass weighs ``decay`` times less: the
     rate follows a machine that gets busier within a few dozen passes, and one slow pass (a long
     item's, or one that waited on request preparation) moves it by a few percent, not a tenth."""
 
     decay: float = 0.97
     seconds: float = 0.0
     cost: float = 0.0
+    busy_seen: bool = False  # a sample of a pass that followed another with work queued
 
-    def add(self, seconds: float, real_cost: float) -> None:
+    def add(self, seconds: float, real_cost: float, busy: bool = True) -> None:
+        if not busy and self.busy_seen:
+            return
+        if busy and not self.busy_seen:  # the first busy sample: forget the idle ones
+            self.busy_seen, self.seconds, self.cost = True, 0.0, 0.0
         self.seconds = self.decay * self.seconds + seconds
         self.cost = self.decay * self.cost + real_cost
 

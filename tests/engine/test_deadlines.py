@@ -16,7 +16,8 @@ import time
 import pytest
 
 from server.engine.batching import Batcher, gather_results
-from server.engine.deadlines import RANK, Forecast, Terms
+from server.engine.deadlines import RANK, Forecast, Terms, aim, plan
+from server.engine.fair_queue import FairQueue
 from server.errors import DeadlineExceeded, Overloaded, Timeout
 
 FIXED_S, PER_UNIT_S = 0.004, 0.0002  # a pass of 32 items of cost 10 (320 units) takes 68 ms
@@ -412,3 +413,58 @@ def test_the_admission_margin_follows_the_outcomes():
     for _ in range(2000):
         forecast.judged(True, admitted_with=forecast.margin)
     assert forecast.margin == pytest.approx(1.05)  # never below its floor
+
+
+def linear_forecast(per_unit_s: float = 0.001) -> Forecast:
+    """Work of cost c takes ``c x per_unit_s`` seconds, however it is split into passes."""
+    forecast = Forecast()
+    forecast.fit.add(1000, 1000 * per_unit_s)
+    forecast.rate.add(1000 * per_unit_s, 1000)
+    return forecast
+
+
+def test_the_fair_order_leaves_admissions_reserve_alone():
+    """A request let in with its work taking ``timeout / margin`` keeps the rest of its timeout as
+    a reserve for the forecast's errors. The fair order may spend only the time beyond that: here
+    a request half way through a 1 s timeout with 0.3 s of work left, margin 1.25, is on its aim
+    (0.3 s left beside the 0.2 s reserve): the deadline order takes over now. Measured against its
+    deadline, the fair order would go on until it ended a pass before it, where one slow pass
+    makes it late (under sustained overload, most requests were)."""
+    now = time.monotonic()
+    queue = FairQueue()
+    waited = queue.push([(None, 300, None)], deadline=now + 0.5)
+    waited.arrived = now - 0.5
+    fresh = queue.push([(None, 100, None)], deadline=now + 1.0)
+    fresh.arrived = now
+    forecast = linear_forecast()
+    assert forecast.margin == pytest.approx(1.25)
+    schedule = plan(queue.flows(), forecast, 0.0, True, now)
+    assert schedule.order == [waited, fresh] and not schedule.doomed
+    assert schedule.slack == pytest.approx(0.0, abs=0.01)
+    assert aim(waited, forecast.margin) == pytest.approx(now + 0.3, abs=0.01)
+    waited.arrived = now - 0.2  # a later arrival, the same deadline: a smaller reserve, fair a while longer
+    assert plan(queue.flows(), forecast, 0.0, True, now).slack == pytest.approx(0.5 - 0.2 * 0.7 - 0.3, abs=0.01)
+
+
+def test_a_lone_pass_after_an_idle_spell_does_not_slow_the_forecast_of_queued_work():
+    """A one-text query after an idle spell is all fixed cost per unit; once the model has been
+    busy, the rate at which queued work drains is learnt from busy passes only. Lone queries
+    between bursts would otherwise make the next burst's forecast pessimistic, and its admission
+    refuse work that fits."""
+
+    async def go() -> tuple[float, float]:
+        model = TimedModel()
+        b = make(model)
+        b.start()
+        await warm(b)
+        for round_ in range(3):  # passes with work queued behind them
+            await asyncio.gather(*(f for i in range(8) for f in b.submit(request(f"busy{round_}-{i}", 32))))
+        busy = b._forecast.rate.per_unit
+        for i in range(20):  # one at a time: each pass after an idle spell
+            await asyncio.gather(*b.submit(request(f"lone{i}", 1, cost=2)))
+        after = b._forecast.rate.per_unit
+        await b.close()
+        return busy, after
+
+    busy, after = asyncio.run(go())
+    assert after == pytest.approx(busy), (busy, after)  # a lone pass: 4.4 ms for 2 units, 10x the busy rate
