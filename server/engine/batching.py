@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from server.engine.cpu_gate import CpuGate
 from server.engine.deadlines import (
@@ -78,6 +78,7 @@ def model_thread(name: str) -> ThreadPoolExecutor:
 
 P = TypeVar("P")
 R = TypeVar("R")
+Order = Literal["fair", "deadline", "arrival"]  # the order a pass's window was taken in
 
 
 @dataclass
@@ -128,7 +129,11 @@ class Batcher(Generic[P, R]):
         self._pass_ends_at: float = 0.0  # when the pass in flight should end, by the forecast
         self._last_pass_end: float | None = None  # when the last pass ended, if work was left queued
         self._preparing: list[Reservation] = []  # requests let in at the door, not queued yet
-        self._typical_cost = 0.0  # of the requests queued lately: what one being prepared will likely cost
+        # What a request being prepared will likely cost: that of the requests of its priority queued
+        # lately. Per priority, as one-text interactive queries and bulk requests differ a
+        # thousandfold: after a spell of queries, a burst of bulk requests was reserved at a query's
+        # cost, let in at the door, prepared, and only then refused, after a wait for its turn.
+        self._typical_cost: dict[str, float] = {}
 
     # ---- public surface -------------------------------------------------------------------------
 
@@ -154,8 +159,9 @@ class Batcher(Generic[P, R]):
             raise ShuttingDown("The server is shutting down; retry on another replica.")
         if len(self._queue) >= self.max_queue:
             self._refuse_queue_full(0)
-        self._admit(terms, self._typical_cost)
-        reservation = Reservation(terms.priority, terms.deadline, self._typical_cost)
+        typical = self._typical_cost.get(terms.priority, 0.0)
+        self._admit(terms, typical)
+        reservation = Reservation(terms.priority, terms.deadline, typical)
         self._preparing.append(reservation)
         try:
             yield Admission(self, terms, reservation)
@@ -179,7 +185,8 @@ class Batcher(Generic[P, R]):
             self._refuse_queue_full(len(items))
         costs = [max(1, int(cost)) for _, cost in items]
         verdict = self._admit(terms, sum(costs))
-        self._typical_cost = 0.8 * self._typical_cost + 0.2 * sum(costs) if self._typical_cost else sum(costs)
+        typical = self._typical_cost.get(terms.priority)
+        self._typical_cost[terms.priority] = 0.8 * typical + 0.2 * sum(costs) if typical else sum(costs)
         loop = asyncio.get_running_loop()
         flow = self._queue.push([(payload, cost, loop.create_future()) for (payload, _), cost in zip(items, costs)],
                                 terms.priority, terms.tenant, terms.deadline)
@@ -312,9 +319,9 @@ class Batcher(Generic[P, R]):
                 self._pass_ends_at = 0.0  # nothing in flight
             self._deliver(batch, results, seconds)
 
-    def _window(self) -> tuple[list[QueuedItem], bool]:
+    def _window(self) -> tuple[list[QueuedItem], Order]:
         """The next ``lookahead`` items, in the fair order, or in deadline order when the fair one
-        would make a request late (server.engine.deadlines); and whether the order is the fair one.
+        would make a request late (server.engine.deadlines), or in arrival order (fifo); and which.
         Requests that can no longer make their deadlines are failed here."""
         if self.deadline_scheduling and self._forecast.seconds(0.0) is not None:
             now = time.monotonic()
@@ -323,8 +330,8 @@ class Batcher(Generic[P, R]):
             self._drop_doomed(schedule.doomed, now)
             next_pass = self._forecast.seconds(min(self._pass_budget, sum(f.queued_cost for f in schedule.order)))
             if schedule.slack < next_pass:
-                return self._queue.take_from(schedule.order, self.lookahead), False
-        return self._queue.take_window(self.lookahead), self.fair
+                return self._queue.take_from(schedule.order, self.lookahead), "deadline"
+        return self._queue.take_window(self.lookahead), "fair" if self.fair else "arrival"
 
     def _next_batch(self) -> list[QueuedItem]:
         """The head of the window (server.engine.fair_queue's order, or the deadline order) and the
@@ -332,7 +339,7 @@ class Batcher(Generic[P, R]):
         self._pass_budget = min(self.max_batch_cost, self._times.padded_within(self.max_pass_seconds)
                                 if self.max_pass_seconds else math.inf)
         self._forecast.pass_budget = self._pass_budget
-        taken, fair = self._window()
+        taken, order = self._window()
         window = [it for it in taken if not it.future.done()]  # done: cancelled, its callback not run yet
         self.stats.dropped += len(taken) - len(window)
         now = time.monotonic()
@@ -342,7 +349,16 @@ class Batcher(Generic[P, R]):
         if not window:
             return []
         head = window[0]
-        seats = Counter(it.flow for it in self._fair_share(window)) if fair else Counter()
+        if order == "fair":
+            seats = Counter(it.flow for it in self._fair_share(window))
+        elif order == "deadline":
+            # Time is short: the request the deadline order serves first has its items computed
+            # first, whatever their lengths; the pass fills up by length after them. By length
+            # alone, others' items that matched the head's filled the pass, the head's request
+            # got an item or two a pass, and requests about to end missed their deadlines.
+            seats = Counter(it.flow for it in window if it.flow is head.flow)
+        else:
+            seats = Counter()
         seats[head.flow] -= 1
         rest = sorted(window[1:], key=lambda it: it.cost)
         chosen, longest, total = [head], head.cost, head.cost
@@ -355,7 +371,7 @@ class Batcher(Generic[P, R]):
             # beyond this window (bulk work, which needs later passes anyway) join only while the
             # pass takes at most latency_stretch times what the head's own items would alone.
             # Requests that finish in this pass (many lone clips) batch freely, as they always did.
-            cap = self.latency_stretch * (fixed + own_rows * own_longest) - fixed if fair else math.inf
+            cap = self.latency_stretch * (fixed + own_rows * own_longest) - fixed if order == "fair" else math.inf
             allowed = [it for it in rest if it.flow is head.flow or it.flow not in bulk
                        or (len(chosen) + 1) * max(longest, it.cost) <= cap]
             # A request's items that match the batch's lengths best fill its seats; then any item.
@@ -486,13 +502,15 @@ class Batcher(Generic[P, R]):
         busy_since = self._last_pass_end
         if busy_since is not None:
             forecast.rate.add(now - busy_since, record.real_cost)
+            # Only while work waits does a higher priority's pass take time from a lower one:
+            # lone queries on an idle model overtake nothing.
+            by_rank: Counter = Counter()
+            for item in batch:
+                by_rank[rank(item.flow.priority, self.fair)] += item.cost
+            forecast.learn(by_rank)
         else:
             forecast.rate.add(seconds, record.real_cost, busy=False)
         forecast.padding = 0.9 * forecast.padding + 0.1 * record.padded_cost / record.real_cost
-        by_rank: Counter = Counter()
-        for item in batch:
-            by_rank[rank(item.flow.priority, self.fair)] += item.cost
-        forecast.learn(by_rank)
         self._last_pass_end = now if self._queue else None
 
 

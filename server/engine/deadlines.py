@@ -75,7 +75,8 @@ class Forecast:
     than the budget) and the cost at the rate the model has kept while busy (for much work).
 
     Work of a higher priority keeps arriving and goes first: for a request of a lower rank, the
-    model has only the share of its time that such work has left it lately (``served``)."""
+    model has only the share of its time that such work has left it lately while work waited
+    (``served``, learnt from busy passes only)."""
 
     fit: ForwardTimeFit = field(default_factory=ForwardTimeFit)
     rate: BusyRate = field(default_factory=BusyRate)

@@ -213,13 +213,15 @@ def test_requests_being_prepared_count_as_work_ahead():
     the door counts at the cost requests have had lately, so the door closes once the burst fills
     the deadline, before the rest is prepared."""
 
-    async def go():
+    async def go(queries_between: bool):
         model = TimedModel()
         b = make(model)
         b.start()
         await warm(b)
         for i in range(8):  # requests of 32 items lately: ~75 ms each
             await asyncio.gather(*b.submit(request(f"typical{i}", 32)))
+        for i in range(20 if queries_between else 0):
+            await asyncio.gather(*b.submit(request(f"query{i}", 1), Terms.within(10, "interactive")))
         let_in, refused, doors = [], 0, []
         for _ in range(40):
             doors.append(b.admission(Terms.within(1.0)))  # held open, as a service's `with` holds it
@@ -237,9 +239,13 @@ def test_requests_being_prepared_count_as_work_ahead():
         await b.close(timeout=0.01)
         return len(let_in), refused, queued
 
-    let_in, refused, queued = asyncio.run(go())
+    let_in, refused, queued = asyncio.run(go(queries_between=False))
     assert 9 <= let_in <= 18 and refused == 40 - let_in
     assert let_in - 2 <= queued <= let_in
+    # One-text queries since, of another priority: a bulk request is still reserved at a bulk
+    # request's cost. At the queries' cost, all 40 were let in, prepared, then refused.
+    let_in, refused, queued = asyncio.run(go(queries_between=True))
+    assert 9 <= let_in <= 18 and refused == 40 - let_in
 
 
 def test_a_doomed_request_is_failed_early_and_its_items_dropped():
@@ -299,6 +305,39 @@ def test_when_time_is_short_interactive_work_still_goes_first():
     assert "query.0" in after_blocker[0]
     # The deadline order (the oldest first), not the fair one (a share of every request):
     assert {name.split(".")[0] for name in after_blocker[0]} == {"query", "bulk0"}
+
+
+def test_when_time_is_short_the_first_request_in_deadline_order_is_computed_first():
+    """In deadline order the pass holds every item of the request with the earliest deadline,
+    whatever their lengths, and fills up by length after them. By length alone, the many items of
+    later requests that match the head's shortest filled the pass, and the head's longer items
+    waited pass after pass while its deadline neared."""
+
+    async def go():
+        model = TimedModel()
+        b = make(model)
+        b.start()
+        await warm(b)
+        blocker = await hold(model, b)
+        first_terms = Terms.within(1.0)
+        first = b.submit([((f"first.{i}", 10 if i % 2 == 0 else 12), 10 if i % 2 == 0 else 12) for i in range(8)],
+                         first_terms)
+        backlog = []  # fills the deadline, so the deadline order runs
+        for i in range(30):
+            try:
+                backlog.append(b.submit(request(f"bulk{i}", 32), Terms.within(1.0)))
+            except Overloaded:
+                pass
+        model.gate.set()
+        await asyncio.gather(*first, *blocker, *[f for q in backlog for f in q], return_exceptions=True)
+        await b.close()
+        return model.batches, len(backlog)
+
+    batches, queued = asyncio.run(go())
+    assert queued >= 5  # the deadline order ran: a backlog that fills the deadline
+    after_blocker = batches[batches.index(["blocker.0"]) + 1:]
+    assert {f"first.{i}" for i in range(8)} <= set(after_blocker[0]), after_blocker[0]
+    assert len(after_blocker[0]) > 8  # and the pass filled up after them
 
 
 def test_nothing_changes_while_the_load_fits():
@@ -447,10 +486,11 @@ def test_the_fair_order_leaves_admissions_reserve_alone():
 
 
 def test_a_lone_pass_after_an_idle_spell_does_not_slow_the_forecast_of_queued_work():
-    """A one-text query after an idle spell is all fixed cost per unit; once the model has been
-    busy, the rate at which queued work drains is learnt from busy passes only. Lone queries
-    between bursts would otherwise make the next burst's forecast pessimistic, and its admission
-    refuse work that fits."""
+    """A one-text query after an idle spell is all fixed cost per unit, and overtakes nothing;
+    once the model has been busy, the rate at which queued work drains, and the share of it that
+    higher priorities take, are learnt from busy passes only. Interactive queries between bursts
+    would otherwise make the next burst's forecast pessimistic, and its admission refuse work
+    that fits."""
 
     async def go() -> tuple[float, float]:
         model = TimedModel()
@@ -459,10 +499,10 @@ def test_a_lone_pass_after_an_idle_spell_does_not_slow_the_forecast_of_queued_wo
         await warm(b)
         for round_ in range(3):  # passes with work queued behind them
             await asyncio.gather(*(f for i in range(8) for f in b.submit(request(f"busy{round_}-{i}", 32))))
-        busy = b._forecast.rate.per_unit
+        busy = b._forecast.rate.per_unit, b._forecast.seconds(10_000, RANK["normal"])
         for i in range(20):  # one at a time: each pass after an idle spell
-            await asyncio.gather(*b.submit(request(f"lone{i}", 1, cost=2)))
-        after = b._forecast.rate.per_unit
+            await asyncio.gather(*b.submit(request(f"lone{i}", 1, cost=2), Terms.within(10, "interactive")))
+        after = b._forecast.rate.per_unit, b._forecast.seconds(10_000, RANK["normal"])
         await b.close()
         return busy, after
 
