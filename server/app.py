@@ -51,6 +51,8 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     async def lifespan(app: FastAPI):
         if not settings.api_keys:
             log.warning("no API keys configured: every API route is open to anyone who can reach this port")
+        if not runtime.configured:
+            log.warning("every model is set to none: this server serves no endpoint, only its probes and /metrics")
         limit_onednn_cache()  # before the first forward pass: oneDNN reads it once (server/engine/memory.py)
         loader = asyncio.create_task(load(), name="load-models")
         trimmer = asyncio.create_task(trim_periodically(), name="malloc-trim")

@@ -47,7 +47,7 @@ def _help(description: str, name: str, default: object) -> str:
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
-        flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+        flag = _flag(name)
         default = field.default_factory() if field.default_factory else field.default
         help_text = _help(field.description, name, default)
         if field.annotation is bool:
@@ -83,6 +83,22 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+def _flag(name: str) -> str:
+    return _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def settings_errors(err: ValidationError) -> str:
+    """Each problem in the CLI's names (``--port`` / ``INFERENCE_PORT``), without the values given:
+    pydantic's own text repeats the input, and with it any API key among the settings."""
+    lines = []
+    for problem in err.errors(include_url=False, include_input=False, include_context=False):
+        message = problem["msg"].removeprefix("Value error, ")
+        field = next((str(part) for part in problem["loc"] if str(part) in Settings.model_fields), None)
+        where = f"{_flag(field)} ({ENV_PREFIX}{field.upper()}): " if field else ""
+        lines.append(f"  {where}{message}")
+    return "\n".join(lines)
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -91,9 +107,13 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.draining import DrainingServer
     from server.families import SPECS
+    from server.models.device import resolve_device, resolve_dtype
     from server.models.preflight import check_models
 
+    # Before anything is built or bound: a device or dtype this machine cannot serve fails now.
+    resolve_dtype(settings.dtype, resolve_device(settings.device))
     if settings.demo:
         from server.demo import demo_settings
 
@@ -115,7 +135,7 @@ def serve(settings: Settings) -> int:
     app = create_app(settings, on_fatal=on_fatal)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout))
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app.state.runtime, settings.shutdown_timeout)
     server.run()
     if fatal:
         print(f"inference-server: {fatal[0]}", file=sys.stderr)
@@ -156,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         _configure_logging(settings.log_level)
         return serve(settings)
     except ValidationError as err:
-        print(f"inference-server: invalid settings:\n{err}", file=sys.stderr)
+        print(f"inference-server: invalid settings:\n{settings_errors(err)}", file=sys.stderr)
         return 2
     except StartupError as err:
         print(f"inference-server: {err}", file=sys.stderr)

@@ -130,6 +130,14 @@ class Settings(BaseSettings):
         50 * 1024 * 1024, ge=1024, description="Largest audio upload, in bytes (413 past it, checked while it streams)."
     )
     asr_max_audio_seconds: float = Field(3600.0, gt=0, description="Longest audio accepted, in decoded seconds.")
+    asr_max_decoding: int = Field(
+        0, ge=0, description="Uploads decoded at once (0 = twice the CPU cores); up to 4 times as many wait for "
+        "a turn, past that 503 + Retry-After."
+    )
+    asr_max_audio_held_seconds: float = Field(
+        14400.0, gt=0, description="Decoded audio the uploads being prepared may hold in memory together, in "
+        "seconds (64 KB each); past it, 503 + Retry-After. At least --asr-max-audio-seconds.",
+    )
     asr_max_segment_seconds: float = Field(
         30.0, gt=1, le=120, description="Longest piece long audio is cut into at speech pauses."
     )
@@ -145,9 +153,26 @@ class Settings(BaseSettings):
         """The padded-token budget of one forward pass on this kind of device ("cpu" or "cuda")."""
         return self.max_batch_tokens or AUTO_BATCH_TOKENS[device_type]
 
-    @field_validator("api_keys", "cors_allow_origins", mode="before")
+    @field_validator("api_keys", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _keys(cls, value: object) -> object:
+        """An empty key refuses to start, from either source: an empty Secret mounted as
+        INFERENCE_API_KEYS would otherwise open the API to anyone (with only a warning), and an
+        empty --api-key would start a server that refuses every request. The error names the
+        source, never a key."""
+        if isinstance(value, str):  # the environment: comma-separated
+            keys = [k.strip() for k in value.split(",")]
+            if not all(keys):
+                raise ValueError(f"{ENV_PREFIX}API_KEYS is set but holds an empty key (an empty value, or an empty "
+                                 "entry between commas): unset it for an open server, or give every key")
+            return keys
+        if isinstance(value, list) and not all(isinstance(k, str) and k.strip() for k in value):
+            raise ValueError("--api-key was given an empty key: leave the flag out for an open server")
+        return [k.strip() for k in value] if isinstance(value, list) else value
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
@@ -155,6 +180,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:
         # A batch budget bounds batches, not items: one item costlier than it still runs, alone.
+        if self.asr_max_audio_held_seconds < self.asr_max_audio_seconds:
+            raise ValueError("--asr-max-audio-held-seconds must be at least --asr-max-audio-seconds, or the longest "
+                             "upload accepted could never be prepared")
         if self.max_inputs_per_request > self.max_queue:
-            raise ValueError("max_inputs_per_request must be <= max_queue, or a full-size request could never queue")
+            raise ValueError("--max-inputs-per-request must be at most --max-queue, or a request of the largest "
+                             "size could never be queued")
         return self

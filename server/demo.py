@@ -31,6 +31,8 @@ def build_demo_models(root: Path, kinds: list[str]) -> dict[str, Path]:
 def demo_settings(settings: Settings) -> Settings:
     """The same settings with every served model replaced by its tiny stand-in."""
     kinds = [k for k in FAMILIES if getattr(settings, f"{k}_model").lower() != NONE]
+    log.info("demo: preparing the tiny models in %s (built on the first start, a few seconds; reused after)",
+             demo_cache_dir())
     paths = build_demo_models(demo_cache_dir(), kinds)
     log.warning(
         "DEMO MODE: serving tiny models with RANDOM WEIGHTS from %s. Their embeddings, scores and "

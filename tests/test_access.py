@@ -200,6 +200,19 @@ def test_keys_never_reach_the_log_even_at_debug(keyed, caplog):
 
 
 
+def test_no_page_the_server_serves_shows_a_key(keyed):
+    """/info (TEI's, which reports the settings a client may need), /metrics, the OpenAPI schema
+    and its pages, the model list, the probes: read with a right key, none holds any key."""
+    auth = {"Authorization": f"Bearer {KEYS[0]}"}
+    with keyed.client() as client:
+        pages = {path: client.get(path, headers=auth) for path in
+                 ("/info", "/metrics", "/openapi.json", "/docs", "/redoc", "/v1/models", "/health", "/ready")}
+    for path, response in pages.items():
+        assert response.status_code == 200, (path, response.status_code)
+        for key in KEYS:
+            assert key not in response.text and key[4:] not in response.text, path
+
+
 def test_protect_metrics_puts_metrics_behind_the_key_but_never_the_probes(bge_m3_dir):
     with live_server(embedding_model=str(bge_m3_dir), api_keys=KEYS, protect_metrics=True) as srv, \
             srv.client() as client:

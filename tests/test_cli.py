@@ -104,9 +104,57 @@ def test_omitted_flag_falls_back_to_env_then_default(monkeypatch):
     assert s.max_queue == 4096
 
 
-def test_empty_entries_in_env_keys_are_dropped(monkeypatch):
-    monkeypatch.setenv("INFERENCE_API_KEYS", " k1,, ,k2 ,")
+@pytest.mark.parametrize(("env", "flags", "source"), [
+    ("", [], "INFERENCE_API_KEYS"),  # an empty Secret: was an open server with a warning
+    (",", [], "INFERENCE_API_KEYS"),
+    ("k1,,k2", [], "INFERENCE_API_KEYS"),
+    (None, ["--api-key", ""], "--api-key"),  # was a server that refused every request
+    (None, ["--api-key", "k1", "--api-key", " "], "--api-key"),
+])
+def test_an_empty_key_from_any_source_refuses_to_start_and_names_the_source(env, flags, source, monkeypatch,
+                                                                             capsys, no_serving):
+    if env is not None:
+        monkeypatch.setenv("INFERENCE_API_KEYS", env)
+    assert main(["serve", *flags]) == 2
+    err = capsys.readouterr().err
+    assert source in err and "empty key" in err
+    assert not no_serving
+
+
+def test_keys_from_the_env_are_trimmed(monkeypatch):
+    monkeypatch.setenv("INFERENCE_API_KEYS", " k1 , k2")
     assert settings_from(["serve"]).api_keys == ["k1", "k2"]
+
+
+CANARY = "sk-canary-3f9a7c"
+
+
+@pytest.mark.parametrize("from_env", [True, False])
+@pytest.mark.parametrize("bad", [["--max-queue", "10"],  # refused by the model check, which saw every value
+                                 ["--port", "eighty"], ["--cors-allow-origins", "*", "--max-batch-size", "0"]])
+def test_a_settings_error_never_prints_a_key(from_env, bad, monkeypatch, capsys, no_serving):
+    flags = list(bad)
+    if from_env:
+        monkeypatch.setenv("INFERENCE_API_KEYS", f"{CANARY},{CANARY}-2")
+    else:
+        flags += ["--api-key", CANARY]
+    assert main(["serve", *flags]) == 2
+    out = capsys.readouterr()
+    assert CANARY not in out.err + out.out
+    assert "input_value" not in out.err and "errors.pydantic.dev" not in out.err  # no raw pydantic text
+
+
+def test_a_device_or_dtype_this_machine_cannot_serve_fails_before_anything_is_built(monkeypatch):
+    import server.app
+    from server.errors import StartupError
+
+    built: list = []
+    monkeypatch.setattr(server.app, "create_app", lambda *a, **k: built.append(a))
+    for flags, said in ((["--device", "tpu"], "--device"), (["--device", "cpu", "--dtype", "float16"], "--dtype"),
+                        (["--device", "cuda:7"], "--device")):
+        with pytest.raises(StartupError, match=said):
+            cli.serve(settings_from(["serve", "--demo", *flags]))
+    assert not built
 
 
 def test_flag_beats_env(monkeypatch):
@@ -131,7 +179,7 @@ def test_a_set_batch_budget_wins_over_the_device_default_even_below_the_longest_
 
 
 def test_request_larger_than_queue_is_rejected():
-    with pytest.raises(ValueError, match="max_inputs_per_request must be <= max_queue"):
+    with pytest.raises(ValueError, match="--max-inputs-per-request must be at most --max-queue"):
         settings_from(["serve", "--max-queue", "10", "--max-inputs-per-request", "11"])
     assert settings_from(["serve", "--max-queue", "10", "--max-inputs-per-request", "10"]).max_queue == 10
 
@@ -160,10 +208,10 @@ def no_serving(monkeypatch) -> list:
 @pytest.mark.parametrize(
     ("flags", "field"),
     [
-        (["--max-batch-tokens", "-5"], "max_batch_tokens"),
-        (["--port", "70000"], "port"),
-        (["--port", "eighty"], "port"),
-        (["--max-batch-size", "0"], "max_batch_size"),
+        (["--max-batch-tokens", "-5"], "--max-batch-tokens (INFERENCE_MAX_BATCH_TOKENS)"),
+        (["--port", "70000"], "--port (INFERENCE_PORT)"),
+        (["--port", "eighty"], "--port (INFERENCE_PORT)"),
+        (["--max-batch-size", "0"], "--max-batch-size (INFERENCE_MAX_BATCH_SIZE)"),
     ],
 )
 def test_main_returns_2_with_a_readable_message_on_invalid_settings(flags, field, capsys, no_serving):

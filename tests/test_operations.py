@@ -18,6 +18,16 @@ def test_health_ready_and_request_id(embed_server):
     assert len(generated.headers["x-request-id"]) == 32
 
 
+def test_a_request_id_with_control_characters_is_not_echoed(embed_server):
+    """It goes to a response header and the log: a tab, an escape or a DEL could forge log lines or
+    drive a terminal. Such an id is replaced by a fresh one."""
+    with embed_server.client() as client:
+        for bad in ("trace\tforged", "trace\x1b[31m", "trace\x7f", "trace id"):
+            answered = client.get("/health", headers={"X-Request-ID": bad})
+            assert answered.status_code == 200
+            assert answered.headers["x-request-id"] != bad and len(answered.headers["x-request-id"]) == 32, bad
+
+
 def test_ready_is_503_until_the_models_are_loaded(bge_m3_dir):
     import threading
 

@@ -61,12 +61,12 @@ class ServerProcess:
         self._reader.join(5)
 
 
-def _submitted(url: str) -> float:
+def _submitted(url: str, model: str = "bge-m3") -> float:
     try:
         text = httpx.get(url + "/metrics", timeout=2).text
     except httpx.HTTPError:
         return -1
-    match = re.search(r'^inference_items_total\{model="bge-m3",outcome="submitted"\} (\S+)$', text, re.M)
+    match = re.search(rf'^inference_items_total\{{model="{model}",outcome="submitted"\}} (\S+)$', text, re.M)
     return float(match.group(1)) if match else 0.0
 
 
@@ -162,3 +162,85 @@ def test_sigterm_under_load_finishes_in_flight_work_and_refuses_new(bge_m3_dir):
     assert "Application shutdown complete" in log, log[-2000:]
     assert "Traceback" not in log, log[-4000:]
     assert KEY not in log and KEY[3:] not in log
+
+
+def _long_wav(minutes: float) -> bytes:
+    """The tests' speech recording tiled to ``minutes``, as 16 kHz mono 16-bit WAV."""
+    import io
+    import wave
+
+    from server.transcription.audio import decode_audio
+
+    speech = decode_audio((ROOT / "tests/data/speech_pauses.flac").read_bytes(), max_seconds=60)
+    audio = np.tile(speech, int(minutes * 60 * 16000 / speech.size) + 1)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((audio * 32767).astype("<i2").tobytes())
+    return out.getvalue()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("when", ["queued", "preparing", "streamed"])
+def test_sigterm_during_a_long_transcription_answers_a_json_503(sensevoice_dir, when):
+    """A 20-minute recording is still being transcribed (its segments queued), or still being
+    decoded and scanned for speech, when SIGTERM lands with a 1 s grace period: the client gets 503
+    ``shutting_down`` in OpenAI's JSON shape, not uvicorn's text/plain 500, and
+    the log has no traceback. Streamed (its segments queued), the stream ends with an error event
+    that says so."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(["--embedding-model", "none", "--reranker-model", "none", "--asr-model", str(sensevoice_dir),
+                            "--host", "127.0.0.1", "--port", str(port), "--shutdown-timeout", "1", "--offline"])
+    audio = _long_wav(20)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.proc.poll() is None, f"the server exited at start:\n{server.log[-3000:]}"
+            assert time.monotonic() < deadline, f"the server never became ready:\n{server.log[-3000:]}"
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        result: dict = {}
+
+        def transcribe() -> None:
+            try:
+                with httpx.Client(base_url=url, timeout=120) as client:
+                    result["response"] = client.post("/v1/audio/transcriptions", files={"file": ("long.wav", audio)},
+                                                     data={"model": "SenseVoiceSmall",
+                                                           "stream": str(when == "streamed").lower()})
+            except httpx.HTTPError as err:
+                result["error"] = err
+
+        thread = threading.Thread(target=transcribe, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 120
+        if when in ("queued", "streamed"):  # its segments are in the queue
+            while _submitted(url, "FunAudioLLM/SenseVoiceSmall") <= 0:
+                assert time.monotonic() < deadline and thread.is_alive(), f"never queued: {result}"
+                time.sleep(0.02)
+        else:  # the upload is in, being decoded and scanned: nothing queued yet
+            time.sleep(0.5)
+            assert _submitted(url, "FunAudioLLM/SenseVoiceSmall") == 0
+        server.proc.send_signal(signal.SIGTERM)
+        thread.join(30)
+        code = server.proc.wait(30)
+    finally:
+        server.stop()
+    assert "response" in result, (result, server.log[-3000:])
+    response = result["response"]
+    if when == "streamed":
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.text.splitlines() if line.startswith("data: ")]
+        assert '"code":"shutting_down"' in events[-1].replace(" ", ""), events[-3:]
+    else:
+        assert response.status_code == 503, (response.status_code, response.text[:300])
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["error"]["code"] == "shutting_down", response.text
+    assert code == -signal.SIGTERM, (code, server.log[-2000:])
+    assert "Traceback" not in server.log and "Exception in ASGI application" not in server.log, server.log[-4000:]

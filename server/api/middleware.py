@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -12,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.api.auth import authorized_tenant
 from server.api.route_labels import RouteLabels
 from server.api.terms import TENANT
-from server.errors import ApiError, PayloadTooLarge, error_response, internal_error_response
+from server.errors import ApiError, PayloadTooLarge, ShuttingDown, error_response, internal_error_response
 from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,9 @@ class RequestContext:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         given = dict(scope["headers"]).get(REQUEST_ID, b"")
-        request_id = given[:128] if given and given.isascii() else uuid.uuid4().hex.encode()
+        # Echoed in a response header and written to the log: printable ASCII only (no control
+        # characters to forge log lines or terminal escapes), else a fresh id.
+        request_id = given[:128] if given and all(0x20 < c < 0x7F for c in given[:128]) else uuid.uuid4().hex.encode()
         started = time.perf_counter()
         status, status_sent = 500, False
 
@@ -45,6 +48,18 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # Only uvicorn cancels a request's task: its shutdown grace period ended with this one
+            # still running (an upload still being decoded, say; queued work was answered when the
+            # batchers' drain gave up). The client gets the JSON 503 the README promises, not
+            # uvicorn's text/plain 500, and the log one line instead of a traceback.
+            if status_sent:
+                raise
+            log.warning("%s %s: still running when the shutdown grace period ended; answered 503",
+                        scope.get("method"), scope.get("path"))
+            status = 503
+            await error_response(ShuttingDown("The server shut down before this request was done; retry on "
+                                              "another replica."), scope.get("path"))(scope, receive, send_with_id)
         except Exception:
             # Answered here rather than by an exception handler: Starlette's ServerErrorMiddleware
             # re-raises after its handler, which makes uvicorn log twice and drop the keep-alive

@@ -83,13 +83,14 @@ class EmbeddingService:
         """Refuse or cut, by characters, a text far over the token limit before tokenizing it:
         tokenizing a 16 MB string would cost ~20 s and ~2 GB to learn it is too long."""
         max_chars = self.max_tokens * self.model.max_piece_chars
+        sent = len(text)
         text = self.model.cut_chars(text, max_chars + 1)
         if len(text) <= max_chars:
             return text
         if truncate:
             return text[:max_chars]
         raise InvalidRequest(
-            f"input[{index}] has {len(text)} characters, more than {self.max_tokens} tokens can hold; "
+            f"input[{index}] has {sent} characters, more than {self.max_tokens} tokens can hold; "
             "shorten it, or send truncate=true to cut it.",
             param="input",
             code="context_length_exceeded",

@@ -209,7 +209,7 @@ class Batcher(Generic[P, R]):
         self._closing = True
         self._wakeup.set()
         self._running.set()  # a paused batcher still drains
-        if self._task is not None:
+        if self._task is not None and not self._task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except asyncio.TimeoutError:
@@ -550,3 +550,5 @@ async def gather_results(
         for f in futures:
             if not f.done():
                 f.cancel()
+            elif not f.cancelled():
+                f.exception()  # seen: the caller gets the first failure, not a "never retrieved" log each

@@ -94,6 +94,7 @@ class Runtime:
         self.served: dict[str, Served] = {}
         self.closing = False
         self.ready = False
+        self._drain: asyncio.Future | None = None  # the batchers' drain, once started
         self.configured = [
             kind for kind in families if getattr(settings, f"{kind}_model").strip().lower() != store.NONE
         ]
@@ -141,8 +142,12 @@ class Runtime:
         return [name for kind in self.configured for name in self.families[kind].spec.names]
 
     async def close(self, timeout: float | None = None) -> None:
-        """Drain: refuse new work, finish what every queue holds."""
+        """Drain: refuse new work, finish what every queue holds. Once: a second call (the
+        application's shutdown, after the server's own started the drain) waits for the first."""
         self.closing = True
         self.ready = False
-        await asyncio.gather(*(s.batcher.close(timeout) for s in self.served.values()))
+        if self._drain is None:
+            self._drain = asyncio.ensure_future(
+                asyncio.gather(*(s.batcher.close(timeout) for s in self.served.values())))
+        await asyncio.shield(self._drain)
 

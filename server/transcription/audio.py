@@ -3,6 +3,15 @@
 Knows nothing of HTTP or of the model: bytes in, samples out, or an ``InvalidRequest`` whose
 message is safe to show the client. Decoding is frame by frame and stops as soon as the decoded
 audio passes the cap, so an hour-long upload costs at most ``max_seconds`` of decoding and memory.
+
+A few bytes must not buy much work. A header is only a claim: a 7 KB WAV that says 1 Hz decodes
+to an hour at 16 kHz (48 s of CPU and 840 MB to resample it), one that says 2^31 Hz fails inside
+the resampler. So before any frame is kept, and for every frame (chained streams can change
+shape), the sample rate must be one audio has (``MIN_RATE``-``MAX_RATE``) and the channels at
+most ``MAX_CHANNELS``; and the decoded audio may not pass ``seconds_allowed(len(data))``: a
+minute, plus a second per ``MIN_BYTES_PER_SECOND`` bytes uploaded. No codec in use needs fewer
+(Opus's lowest rate is 750 B/s, AMR's 594, Speex's 269, Codec2's 88; FLAC's digital silence at
+16 kHz about 190).
 """
 
 from __future__ import annotations
@@ -13,8 +22,20 @@ import av
 import numpy as np
 
 from server.errors import InvalidRequest
+from server.transcription.upload_budget import Hold
 
 SAMPLE_RATE = 16000
+
+# 2 kHz is below any recording meant for listening (telephony is 8 kHz, the oldest formats 4-6 kHz);
+# 768 kHz is the highest rate audio interfaces record at. 64 channels: a MADI stream, or 7th-order
+# ambisonics.
+MIN_RATE, MAX_RATE, MAX_CHANNELS = 2_000, 768_000, 64
+FREE_SECONDS, MIN_BYTES_PER_SECOND = 60.0, 64
+
+
+def seconds_allowed(upload_bytes: int) -> float:
+    """The most decoded audio an upload of this size may hold (see the module's text)."""
+    return FREE_SECONDS + upload_bytes / MIN_BYTES_PER_SECOND
 
 # swresample's default downmix does not normalise for float output: stereo -> mono is
 # (L + R) * 0.707, so identical channels come out +3 dB, and 7.1 with the same signal everywhere
@@ -48,20 +69,28 @@ class AudioTooLong(InvalidRequest):
     code = "audio_too_long"
 
 
-def decode_audio(data: bytes, *, max_seconds: float) -> np.ndarray:
+def decode_audio(data: bytes, *, max_seconds: float, hold: Hold | None = None) -> np.ndarray:
     """Decode any common audio container/codec to float32 mono at ``SAMPLE_RATE``, values in [-1, 1].
 
     Takes the first audio stream. A truncated or partly corrupt file yields what decodes before
     the damage. Raises ``AudioError`` when nothing usable decodes and ``AudioTooLong`` as soon as
     the decoded audio passes ``max_seconds`` (declared durations are ignored: samples are counted).
+    ``hold``: the request's share of the upload budget, which each decoded chunk is taken from
+    (server.transcription.upload_budget; ``Overloaded`` when it is spent).
     """
     if not data:
         raise AudioError("The audio file is empty.", param="file")
-    max_samples = int(max_seconds * SAMPLE_RATE)
     chunks: list[np.ndarray] = []
     try:
-        _decode_into(data, chunks, max_samples, max_seconds)
-    except (AudioError, AudioTooLong, MemoryError):
+        _decode_into(data, chunks, max_seconds, hold)
+    except (AudioError, AudioTooLong):
+        raise
+    except av.error.MemoryError:
+        # FFmpeg could not allocate for what the file claims (a header no audio has, that the checks
+        # above did not catch): the file's fault, not the server's.
+        raise AudioError("The file's header claims a shape no audio decoder can allocate for.",
+                         param="file") from None
+    except MemoryError:
         raise
     except _DECODE_ERRORS:
         if not chunks:
@@ -79,14 +108,31 @@ def decode_audio(data: bytes, *, max_seconds: float) -> np.ndarray:
     return np.clip(audio, -1.0, 1.0, out=audio)
 
 
-def _decode_into(data: bytes, chunks: list[np.ndarray], max_samples: int, max_seconds: float) -> None:
+def _check_shape(sample_rate: int, channels: int) -> None:
+    if not MIN_RATE <= sample_rate <= MAX_RATE:
+        raise AudioError(f"The file says its sample rate is {sample_rate} Hz; audio is sampled at {MIN_RATE:,} to "
+                         f"{MAX_RATE:,} Hz.", param="file")
+    if channels > MAX_CHANNELS:
+        raise AudioError(f"The file says it has {channels} channels; at most {MAX_CHANNELS} are accepted.",
+                         param="file")
+
+
+def _decode_into(data: bytes, chunks: list[np.ndarray], max_seconds: float, hold: Hold | None) -> None:
+    by_size = seconds_allowed(len(data))
+    max_samples = int(min(max_seconds, by_size) * SAMPLE_RATE)
     total = 0
 
     def keep(samples: np.ndarray) -> None:
         nonlocal total
         total += samples.size
         if total > max_samples:
-            raise AudioTooLong(f"The audio is longer than the {max_seconds:g} s limit.", param="file")
+            if max_seconds <= by_size:
+                raise AudioTooLong(f"The audio is longer than the {max_seconds:g} s limit.", param="file")
+            raise AudioError(f"The file decodes to more than {by_size:.0f} s of audio, more than {len(data)} bytes "
+                             f"of any speech codec hold (one second per {MIN_BYTES_PER_SECOND} bytes, and a "
+                             f"minute more); a crafted or mostly empty file.", param="file")
+        if hold is not None:
+            hold.take(samples.size)
         chunks.append(samples)  # a new array: FFmpeg's frame buffers are not kept alive
 
     def keep_resampled(frames: list[av.AudioFrame]) -> None:
@@ -98,6 +144,9 @@ def _decode_into(data: bytes, chunks: list[np.ndarray], max_samples: int, max_se
         if not container.streams.audio:
             raise AudioError("The file has no audio stream.", param="file")
         stream = container.streams.audio[0]
+        context = stream.codec_context  # None for a codec FFmpeg does not know
+        if context is not None and context.sample_rate:  # some demuxers leave it to the first frame
+            _check_shape(context.sample_rate, context.channels)
         resampler, source, as_is = None, None, None
         bad = 0
         for packet in container.demux(stream):
@@ -115,6 +164,7 @@ def _decode_into(data: bytes, chunks: list[np.ndarray], max_samples: int, max_se
                 # A resampler is fixed to its first frame's format; chained streams can change it.
                 shape = (frame.format.name, frame.layout.name, frame.sample_rate)
                 if shape != source:
+                    _check_shape(frame.sample_rate, frame.layout.nb_channels)
                     if resampler is not None:
                         keep_resampled(resampler.resample(None))
                     source, as_is = shape, _as_is_scale(frame)

@@ -13,6 +13,7 @@ audio at its pauses, queue one batcher item per segment, and put the transcript 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from server.engine.torch_threads import one_torch_thread
 from server.errors import Timeout
 from server.transcription.audio import SAMPLE_RATE, decode_audio
 from server.transcription.model import AsrItem, AsrResult, SenseVoice
+from server.transcription.upload_budget import UploadBudget
 from server.transcription.vad import SILENT_PEAK, has_speech, split_on_pauses
 from server.transcription.words import QUERY_FRAMES, Word, align_words, token_times
 
@@ -106,16 +108,20 @@ class QueuedTranscription:
 
 
 class TranscriptionService:
-    def __init__(self, model: SenseVoice, batcher: Batcher, *, max_seconds: float, max_segment_s: float):
+    def __init__(self, model: SenseVoice, batcher: Batcher, *, max_seconds: float, max_segment_s: float,
+                 uploads: UploadBudget | None = None):
         self.model = model
         self.batcher = batcher
         self.max_seconds = max_seconds
         self.max_segment_s = max_segment_s
+        self.uploads = uploads or UploadBudget(2 * (os.cpu_count() or 1), 4 * max_seconds, SAMPLE_RATE)
 
     @classmethod
     def from_settings(cls, model: SenseVoice, batcher: Batcher, settings: Settings) -> TranscriptionService:
+        uploads = UploadBudget(settings.asr_max_decoding or 2 * (os.cpu_count() or 1),
+                               settings.asr_max_audio_held_seconds, SAMPLE_RATE)
         return cls(model, batcher, max_seconds=settings.asr_max_audio_seconds,
-                   max_segment_s=settings.asr_max_segment_seconds)
+                   max_segment_s=settings.asr_max_segment_seconds, uploads=uploads)
 
     async def transcribe(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
                          terms: Terms, posteriors: bool = False,
@@ -130,13 +136,17 @@ class TranscriptionService:
                     terms: Terms, posteriors: bool = False) -> QueuedTranscription:
         """Decode the upload, find its speech and queue its segments; raises on bad input before
         anything is computed, so a caller can still answer with an error status."""
+        # The door first (a refusal costs nothing); then a decode slot, and the decoded audio counts
+        # against the upload budget until its features are queued.
         with self.batcher.admission(terms) as admission:
-            audio = await self.batcher.gate.run_preparation(decode_audio, data, max_seconds=self.max_seconds)
-            if len(audio) <= self.max_segment_s * SAMPLE_RATE:
-                spans, futures = await self._whole_clip(audio, language, use_itn, posteriors, admission)
-            else:
-                spans = await self.batcher.gate.run_preparation(self._speech_segments, audio)
-                futures = await self._submit(audio, spans, language, use_itn, posteriors, admission)
+            async with self.uploads.decoding() as hold:
+                audio = await self.batcher.gate.run_preparation(decode_audio, data, max_seconds=self.max_seconds,
+                                                                hold=hold)
+                if len(audio) <= self.max_segment_s * SAMPLE_RATE:
+                    spans, futures = await self._whole_clip(audio, language, use_itn, posteriors, admission)
+                else:
+                    spans = await self.batcher.gate.run_preparation(self._speech_segments, audio)
+                    futures = await self._submit(audio, spans, language, use_itn, posteriors, admission)
         return QueuedTranscription(len(audio) / SAMPLE_RATE, spans, futures, terms)
 
     async def segments_in_order(self, queued: QueuedTranscription) -> AsyncIterator[TranscriptSegment]:

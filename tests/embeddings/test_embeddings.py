@@ -208,6 +208,15 @@ def _long_text(reference, tokens: int) -> str:
     return text
 
 
+def test_a_text_far_over_the_limit_is_reported_at_the_length_sent(embed_server):
+    """Texts far over the limit are cut by characters before tokenizing; the message still says how
+    long the text sent was, not the cut."""
+    with embed_server.client() as client:
+        response = client.post("/v1/embeddings", json={"model": "bge-m3", "input": ["ok", "x" * 1_000_000]})
+    assert response.status_code == 400
+    assert "input[1] has 1000000 characters" in response.json()["error"]["message"], response.text
+
+
 def test_over_length_is_400_and_truncation_only_when_asked(embed_server, reference):
     limit = _long_text(reference, 8192)
     over = _long_text(reference, 8193) if len(reference.tokenizer(limit + " panda")["input_ids"]) != 8193 else limit + " panda"

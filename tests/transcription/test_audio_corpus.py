@@ -5,7 +5,8 @@ still transcribes afterwards), every 4xx in OpenAI's error shape, and every 200 
 The corpus (well over 100 files): random bytes of many sizes; every container the tests can write
 cut at many points; wrong extensions and non-audio content; files that point elsewhere (ffconcat,
 HLS, SDP); 0 samples; 8 channels; 8 kHz and 96 kHz; extreme amplitudes (finite and not); crafted
-WAV headers (huge declared length, zero channels or rate); a file over the upload cap.
+WAV headers (huge declared length, a data size lying in both directions, zero channels, 100 and
+255 and 65,535 channels, sample rates of 0, 1 and 2^31 - 1 Hz); a file over the upload cap.
 """
 
 from __future__ import annotations
@@ -154,6 +155,11 @@ def build_corpus() -> list[tuple[str, str, bytes]]:
     add("wav-odd-bits", "odd.wav", wav_bytes(pcm, bits=13))
     add("wav-riff-size-zero", "zero.wav", wav_bytes(pcm, riff_size=0))
     add("wav-data-size-zero", "zero.wav", wav_bytes(pcm, data_size=0))
+    add("wav-data-size-half", "short.wav", wav_bytes(pcm, data_size=len(pcm) // 2))  # says less than it holds
+    add("wav-rate-2147483647", "fast.wav", wav_bytes(pcm, rate=2**31 - 1))
+    add("wav-rate-1-hour", "slow.wav", wav_bytes(pcm[:7200], rate=1))  # 3,600 samples at 1 Hz: "an hour"
+    add("wav-100-channels", "many.wav", wav_bytes(pcm[:32000], channels=100))
+    add("wav-255-channels", "many.wav", wav_bytes(pcm[:30600], channels=255))
     return corpus
 
 

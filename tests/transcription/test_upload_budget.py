@@ -1,0 +1,116 @@
+"""Bounded work per upload: headers no audio has are refused before anything is decoded, decoded
+audio is bounded by the upload's size, and the uploads being prepared are bounded in number and
+in the decoded audio they hold together (server/transcription/audio.py, upload_budget.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+
+import numpy as np
+import pytest
+from test_audio_corpus import s16, tone, wav_bytes
+
+from server.errors import Overloaded
+from server.transcription import audio as audio_module
+from server.transcription.audio import MAX_CHANNELS, AudioError, decode_audio
+from server.transcription.upload_budget import UploadBudget
+
+RATE = 16000
+
+
+@pytest.mark.parametrize(("rate", "channels", "said"), [
+    (1, 1, "1 Hz"), (1999, 1, "1999 Hz"), (2**31 - 1, 1, "2147483647 Hz"), (4_000_000, 1, "4000000 Hz"),
+    (RATE, MAX_CHANNELS + 1, f"{MAX_CHANNELS + 1} channels"), (RATE, 255, "255 channels"),
+])
+def test_a_header_no_audio_has_is_refused_before_decoding(rate, channels, said):
+    """The 7 KB "hour at 1 Hz" took 48 s of CPU and 840 MB to resample; 2^31 Hz failed inside the
+    resampler with an out-of-memory error, a 500. Both are now a 400 at once."""
+    data = wav_bytes(s16(tone(0.5))[: 7200 - 7200 % (2 * channels)], channels=channels, rate=rate)
+    cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    with pytest.raises(AudioError, match=said) as err:
+        decode_audio(data, max_seconds=3600)
+    assert err.value.status == 400 and err.value.code == "invalid_audio"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_utime - cpu < 0.5
+
+
+def test_real_rates_and_channel_counts_still_decode():
+    for rate, channels in ((8000, 1), (96000, 2), (RATE, 8), (RATE, MAX_CHANNELS)):
+        audio = decode_audio(wav_bytes(s16(tone(0.5, rate, channels)), channels=channels, rate=rate), max_seconds=60)
+        assert audio.size == pytest.approx(RATE // 2, abs=50), (rate, channels)
+
+
+def test_decoded_audio_is_bounded_by_the_upload_size(monkeypatch):
+    """A minute plus a second per 64 bytes; made tighter here to exercise it on a real file: 3 s of
+    16-bit WAV (96 KB) with a budget of 1 s plus a second per 100 KB."""
+    data = wav_bytes(s16(tone(3.0)))
+    assert decode_audio(data, max_seconds=60).size == 3 * RATE
+    monkeypatch.setattr(audio_module, "FREE_SECONDS", 1.0)
+    monkeypatch.setattr(audio_module, "MIN_BYTES_PER_SECOND", 100_000)
+    with pytest.raises(AudioError, match="decodes to more than 2 s of audio"):
+        decode_audio(data, max_seconds=60)
+
+
+def test_uploads_decoded_at_once_are_bounded_the_next_wait_and_past_that_are_refused():
+    """Two slots: two decode, eight (4 per slot) wait their turn in order, the eleventh is refused
+    at once; slots come back."""
+
+    async def go():
+        budget = UploadBudget(max_decoding=2, max_seconds=60, sample_rate=RATE)
+        release = asyncio.Event()
+        order: list[int] = []
+
+        async def upload(i: int) -> None:
+            async with budget.decoding():
+                order.append(i)
+                await release.wait()
+
+        tasks = [asyncio.create_task(upload(i)) for i in range(10)]
+        await asyncio.sleep(0.01)
+        assert order == [0, 1]
+        with pytest.raises(Overloaded) as err:
+            async with budget.decoding():
+                pytest.fail("an eleventh must not wait")
+        assert err.value.status == 503 and err.value.headers["Retry-After"] == "1"
+        release.set()
+        await asyncio.gather(*tasks)
+        assert order == list(range(10))
+        async with budget.decoding():  # slots come back
+            pass
+
+    asyncio.run(go())
+
+
+def test_decoded_audio_held_across_requests_is_bounded_and_given_back():
+    async def go():
+        budget = UploadBudget(max_decoding=4, max_seconds=10, sample_rate=RATE)
+        data = wav_bytes(s16(tone(4.0)))
+        async with budget.decoding() as first, budget.decoding() as second:
+            decode_audio(data, max_seconds=60, hold=first)
+            decode_audio(data, max_seconds=60, hold=second)
+            assert budget.held_seconds == pytest.approx(8.0, abs=0.1)
+            async with budget.decoding() as third:
+                with pytest.raises(Overloaded, match="the most this server keeps in memory at once"):
+                    decode_audio(data, max_seconds=60, hold=third)
+        assert budget.held_seconds == 0
+        async with budget.decoding() as again:
+            assert decode_audio(data, max_seconds=60, hold=again).size == 4 * RATE
+
+    asyncio.run(go())
+
+
+def test_the_worst_upload_under_the_bounds_costs_little(capsys):
+    """The costliest upload per byte these bounds let through: the lowest rate (2 kHz, 8-bit PCM:
+    the most output per byte a codec gives that is not refused by size) resampled to 16 kHz; 100 KB
+    of it. Prints CPU seconds and decoded megabytes per KB uploaded."""
+    pcm8 = (np.clip(tone(50.0, 2000)[0], -1, 1) * 127 + 128).astype(np.uint8).tobytes()
+    data = wav_bytes(pcm8, rate=2000, bits=8)
+    started = time.process_time()
+    audio = decode_audio(data, max_seconds=3600)
+    cpu = time.process_time() - started
+    kb = len(data) / 1024
+    print(f"{kb:.0f} KB at 2 kHz 8-bit: {audio.size / RATE:.0f} s decoded, {cpu / kb * 1000:.2f} ms CPU and "
+          f"{audio.nbytes / 2**20 / kb * 1024:.0f} KB decoded per KB uploaded")
+    assert audio.size == pytest.approx(50 * RATE, rel=0.01)
+    assert cpu < 2.0
