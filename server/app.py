@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from server import __version__, tei
 from server.api import health, models
 from server.api.docs import declare_bearer_auth, offline_app
-from server.api.middleware import ApiKeyGuard, BodyLimit, RequestContext
+from server.api.middleware import ApiKeyGuard, BodyLimit, RequestContext, SlowBody
 from server.config import Settings
 from server.engine.memory import limit_onednn_cache, trim_periodically
 from server.engine.runtime import Runtime
@@ -80,6 +80,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     # the key is checked before the body cap, and both before anything reads the body.
     upload_cap = settings.asr_max_upload_bytes + transcriptions.MULTIPART_OVERHEAD
     upload_refusal = f"The audio file is larger than {settings.asr_max_upload_bytes} bytes."  # the route's words
+    app.add_middleware(SlowBody, timeout=settings.body_read_timeout)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        per_path={transcriptions.PATH: (upload_cap, upload_refusal)})
     # The key guards /v1 and /v2 (OpenAI, SiliconFlow, Jina, Cohere) and TEI's routes, which sit at the root.

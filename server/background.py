@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from server.app import create_app
 from server.config import Settings
+from server.http_server import http_config
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -44,7 +45,7 @@ def serve_in_thread(settings: Settings, ready_timeout: float = 300) -> Iterator[
     """Start uvicorn with these settings, wait until every model is loaded, stop it on exit."""
     fatal: list[str] = []
     app = create_app(settings, on_fatal=fatal.append)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
+    server = uvicorn.Server(http_config(app, settings, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + ready_timeout

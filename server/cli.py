@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import typing
@@ -107,7 +106,7 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from server.app import create_app
-    from server.draining import DrainingServer
+    from server.http_server import DrainingServer, http_config
     from server.families import SPECS
     from server.models.device import resolve_device, resolve_dtype
     from server.models.preflight import check_models
@@ -133,9 +132,7 @@ def serve(settings: Settings) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=on_fatal)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout))
-    server = DrainingServer(config, app.state.runtime, settings.shutdown_timeout)
+    server = DrainingServer(http_config(app, settings), app.state.runtime, settings.shutdown_timeout)
     server.run()
     if fatal:
         print(f"inference-server: {fatal[0]}", file=sys.stderr)

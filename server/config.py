@@ -147,6 +147,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest JSON request body, in bytes (413 past it)."
     )
+    header_read_timeout: float = Field(
+        10.0, gt=0, description="Seconds a request's line and headers may take to arrive, from the connection or "
+        "its first byte; then the connection is closed.",
+    )
+    body_read_timeout: float = Field(
+        30.0, gt=0, description="Seconds a request body may go without a byte arriving: 408 and the connection closed.",
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="Open connections (and requests in flight) at most; past it, 503 at once.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
 
     def batch_tokens(self, device_type: str) -> int:

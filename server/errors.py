@@ -190,7 +190,8 @@ def error_response(err: ApiError, path: str | None = None) -> JSONResponse:
 
 
 # Errors raised by the framework itself (unknown path, wrong method, body cap while streaming).
-_FRAMEWORK_CODES = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_FRAMEWORK_CODES = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 408: "body_timeout",
+                    413: "payload_too_large"}
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,4 +1,5 @@
-"""Plain ASGI middleware: request ids, latency metrics and internal errors; API keys; the body cap."""
+"""Plain ASGI middleware: request ids, latency metrics and internal errors; API keys; the body cap;
+slow bodies and contradictory framing."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.api.auth import authorized_tenant
 from server.api.route_labels import RouteLabels
 from server.api.terms import TENANT
-from server.errors import ApiError, PayloadTooLarge, ShuttingDown, error_response, internal_error_response
+from server.errors import (
+    ApiError,
+    InvalidRequest,
+    PayloadTooLarge,
+    ShuttingDown,
+    error_response,
+    internal_error_response,
+)
 from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -131,3 +139,44 @@ class BodyLimit:
             return received
 
         await self.app(scope, counting_receive, send)
+
+
+class SlowBody:
+    """A body that stops arriving is a 408, and framing that contradicts itself a 400, whatever
+    route the request is for.
+
+    A client that declared a Content-Length and sent less, or trickled its body, held a connection
+    and a request's state for as long as it liked. Each wait for the next piece of the body is
+    bounded by ``timeout`` (the pieces, not the whole: a large upload on a slow link goes on while
+    it keeps sending), and the connection is closed after the 408. A request with both
+    Content-Length and Transfer-Encoding (RFC 9112, section 6.1: a sign of request smuggling
+    through a proxy that reads the other one) hung waiting for chunks; it is refused at once."""
+
+    def __init__(self, app: ASGIApp, timeout: float):
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if b"content-length" in headers and b"transfer-encoding" in headers:
+            refusal = InvalidRequest("The request has both Content-Length and Transfer-Encoding; send one of them.",
+                                     code="invalid_framing", headers={"Connection": "close"})
+            return await error_response(refusal, scope["path"])(scope, receive, send)
+        body_done = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()  # a disconnect check: it may wait as long as the request runs
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                # An HTTPException: raised while a route parses its body, it is not rewrapped as a 400.
+                raise HTTPException(408, f"The request body stopped arriving: nothing for {self.timeout:g} s.",
+                                    headers={"Connection": "close"}) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, timed_receive, send)
