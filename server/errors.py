@@ -49,11 +49,15 @@ class ModelNotFound(ApiError):
     status = 404
     code = "model_not_found"
 
-    def __init__(self, model: str, served: list[str]):
-        super().__init__(
-            f"The model '{model}' does not exist or is not served here. Served: {', '.join(served) or 'none'}.",
-            param="model",
-        )
+    def __init__(self, model: str, served: list[str], elsewhere: str | None = None):
+        """``served``: the names this endpoint serves; ``elsewhere``: the kind of model ``model``
+        is, when another endpoint of this server serves it."""
+        if elsewhere:
+            message = (f"The model '{model}' is served here, but not by this endpoint (it is the {elsewhere} "
+                       f"model); this endpoint serves: {', '.join(served) or 'none'}.")
+        else:
+            message = f"The model '{model}' does not exist or is not served here. Served: {', '.join(served) or 'none'}."
+        super().__init__(message, param="model")
 
 
 class PayloadTooLarge(ApiError):
@@ -175,6 +179,8 @@ def tei_error_body(message: str, status: int, code: str | None) -> dict:
         error_type = "Unhealthy"  # loading or shutting down
     elif status >= 500 or status == 499:
         error_type = "Backend"
+    elif status == 401:
+        error_type = "Unauthorized"  # TEI's own 401 has no body; its clients read the status
     else:
         error_type = "Validation"
     return {"error": message, "error_type": error_type}

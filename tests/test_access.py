@@ -49,6 +49,7 @@ def assert_401(response: httpx.Response, where: str) -> None:
     body = response.json()
     if response.request.url.path in TEI_PATHS:  # TEI's clients read TEI's body
         assert set(body) == {"error", "error_type"} and body["error"], body
+        assert body["error_type"] == "Unauthorized", body  # not Validation: nothing about the request was invalid
         return
     assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
     assert body["error"]["type"] == "authentication_error" and body["error"]["code"] == "invalid_api_key", body

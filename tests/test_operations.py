@@ -123,3 +123,26 @@ def test_keys_never_reach_the_log(bge_m3_dir, caplog):
         client.post("/v1/embeddings", json={"model": "bge-m3", "input": "x"},
                     headers={"Authorization": "Bearer very-secret-key"})
     assert "very-secret-key" not in caplog.text
+
+
+def test_the_bare_address_points_to_the_docs_and_probes_answer_head(embed_server):
+    with embed_server.client() as client:
+        root = client.get("/")
+        heads = [client.head(path) for path in ("/health", "/ready")]
+    assert root.status_code == 200 and root.json()["docs"] == "/docs", root.text
+    assert [h.status_code for h in heads] == [200, 200]
+
+
+def test_a_model_of_another_endpoint_is_named_as_such(bge_m3_dir, reranker_dir):
+    """The reranker's name sent to /v1/embeddings: a 404 that says this server serves it, on
+    another endpoint, and lists what this endpoint serves (not the name itself under "Served")."""
+    with live_server(embedding_model=str(bge_m3_dir), reranker_model=str(reranker_dir)) as srv:
+        with srv.client() as client:
+            wrong = client.post("/v1/embeddings", json={"model": "bge-reranker-v2-m3", "input": "hi"})
+            unknown = client.post("/v1/embeddings", json={"model": "nope", "input": "hi"})
+    message = wrong.json()["error"]["message"]
+    assert wrong.status_code == 404 and wrong.json()["error"]["code"] == "model_not_found"
+    assert "not by this endpoint" in message and "reranker" in message, message
+    assert message.split("serves:")[1].count("bge-reranker-v2-m3") == 0, message
+    assert "bge-m3" in message.split("serves:")[1]
+    assert unknown.status_code == 404 and "does not exist" in unknown.json()["error"]["message"]

@@ -1,4 +1,5 @@
-"""Probes and metrics: GET /health (liveness), /ready (readiness), /metrics (Prometheus)."""
+"""Probes and metrics: GET or HEAD /health (liveness) and /ready (readiness), /metrics (Prometheus);
+GET / says where the docs are."""
 
 from __future__ import annotations
 
@@ -14,12 +15,22 @@ router = APIRouter(tags=["operations"])
 metrics_router = APIRouter(tags=["operations"])
 
 
+@router.get("/", include_in_schema=False)
+async def root() -> dict:
+    """Where to look: a browser or curl pointed at the bare address gets directions, not a 405."""
+    return {"name": "inference-server", "docs": "/docs", "openapi": "/openapi.json", "health": "/health",
+            "ready": "/ready"}
+
+
+# HEAD too: load balancers and uptime checkers probe with it.
+@router.head("/health", include_in_schema=False)
 @router.get("/health")
 async def health() -> dict:
     """The process is up and its event loop answers."""
     return {"status": "ok"}
 
 
+@router.head("/ready", include_in_schema=False)
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
     """200 once every configured model is loaded; 503 while loading or draining."""

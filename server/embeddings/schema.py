@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from server.api.nulls import NullMeansDefault
 from server.api.schema import PRIORITY_DESCRIPTION, Text
@@ -27,19 +27,19 @@ class EmbeddingRequest(NullMeansDefault):
     dimensions: StrictInt | None = Field(None, description="Accepted only when equal to the model's (1024).")
     user: str | None = Field(None, description="Accepted and ignored.")
     # --- extensions (send with the openai SDK through extra_body) ---
-    truncate: bool = Field(
+    truncate: StrictBool = Field(
         False, description="Extension: cut inputs longer than the model's limit instead of answering 400."
     )
-    return_sparse: bool = Field(
+    return_sparse: StrictBool = Field(
         False, description="Extension: add `sparse_embedding`, bge-m3's lexical weights (token -> weight)."
     )
     sparse_format: Literal["id", "token"] = Field(
         "id", description="Extension: key lexical weights by token id (as a string) or by token text."
     )
-    return_colbert: bool = Field(
+    return_colbert: StrictBool = Field(
         False, description="Extension: add `colbert_embedding`, one normalized vector per token after <s>."
     )
-    normalize: bool = Field(
+    normalize: StrictBool = Field(
         True, description="Extension (TEI's): false returns the dense vector before L2 normalization."
     )
     priority: Priority = Field("normal", description=PRIORITY_DESCRIPTION)

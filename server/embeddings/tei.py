@@ -14,7 +14,7 @@ TEI's response headers carry the counts: ``x-compute-tokens`` (tokens fed to the
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.responses import Response
 
 from server.api.nulls import NullMeansDefault
@@ -35,14 +35,14 @@ class TeiEmbedRequest(NullMeansDefault):
 
     inputs: Text | list[Text] | TokenIds | list[TokenIds] = Field(
         description="A text, a list of texts, a list of token ids, or a list of token-id lists.")
-    truncate: bool = Field(False, description="Cut inputs over 8192 tokens instead of refusing them.")
+    truncate: StrictBool = Field(False, description="Cut inputs over 8192 tokens instead of refusing them.")
     truncation_direction: TruncationDirection = Field("Right", description="Only Right (keep the start) is supported.")
     prompt_name: str | None = Field(None, description="Not supported: bge-m3 defines no prompts.")
     priority: Priority = Field("normal", description=PRIORITY_DESCRIPTION)
 
 
 class TeiEmbedDenseRequest(TeiEmbedRequest):
-    normalize: bool = Field(True, description="false: the CLS vector before L2 normalization.")
+    normalize: StrictBool = Field(True, description="false: the CLS vector before L2 normalization.")
     dimensions: StrictInt | None = Field(None, description="Accepted only when equal to the model's (1024).")
 
 

@@ -131,7 +131,9 @@ class Runtime:
         """The service for a requested model name: 404 if not served, 503 if still loading or draining."""
         spec = self.families[kind].spec
         if kind not in self.configured or name not in spec.names:
-            raise ModelNotFound(name, self.served_names())
+            elsewhere = next((k for k in self.configured if name in self.families[k].spec.names), None)
+            here = list(spec.names) if kind in self.configured else []
+            raise ModelNotFound(name, here if elsewhere else self.served_names(), elsewhere)
         if self.closing:
             raise ShuttingDown("The server is shutting down; retry on another replica.")
         if kind not in self.served:

@@ -9,7 +9,7 @@ read up to ``max_tokens_per_doc`` tokens (4096), then windowed as on /v1/rerank.
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.responses import Response
 
 from server.api.nulls import NullMeansDefault
@@ -36,7 +36,7 @@ class CohereRerankRequest(NullMeansDefault):
     top_n: StrictInt | None = Field(None, ge=1, description="How many results to return; left out or null = all.")
     max_tokens_per_doc: StrictInt = Field(
         COHERE_MAX_TOKENS_PER_DOC, ge=1, description="Tokens of each document read; the rest is not scored.")
-    return_documents: bool = Field(False, description="Include each document's text (LiteLLM sends it).")
+    return_documents: StrictBool = Field(False, description="Include each document's text (LiteLLM sends it).")
     # Cohere's own priority is an integer (0 = most urgent, its default); it is accepted and ignored,
     # because honouring 0 would make every Cohere request interactive. This server's words still work.
     priority: Priority | StrictInt = Field(

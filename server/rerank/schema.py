@@ -4,7 +4,7 @@ so each of those clients finds the figures it reads."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from server.api.nulls import NullMeansDefault
 from server.api.schema import PRIORITY_DESCRIPTION, Text
@@ -25,7 +25,7 @@ class RerankRequest(NullMeansDefault):
     documents: list[Text | DocumentObject] = Field(description="Texts, or {\"text\": ...} objects.")
     top_n: StrictInt | None = Field(
         4, ge=1, description="How many results to return; more than the documents, or null, = all.")
-    return_documents: bool = Field(False, description="Include each document's text in its result.")
+    return_documents: StrictBool = Field(False, description="Include each document's text in its result.")
     max_chunks_per_doc: StrictInt = Field(
         1024, ge=1, description="Windows a long document is cut into at most; the rest of it is not scored."
     )
@@ -35,7 +35,7 @@ class RerankRequest(NullMeansDefault):
     max_tokens_per_doc: StrictInt | None = Field(
         None, ge=1, description="Extension (Cohere's): score only each document's first N tokens; null = all of it."
     )
-    raw_scores: bool = Field(
+    raw_scores: StrictBool = Field(
         False, description="Extension (TEI's): relevance_score is the best window's logit, not its sigmoid."
     )
     priority: Priority = Field("normal", description=PRIORITY_DESCRIPTION)

@@ -93,7 +93,8 @@ class RerankService:
             if tokens > self.max_tokens:
                 raise PayloadTooLarge(
                     f"This request would feed {tokens} tokens to the reranker; at most {self.max_tokens}. "
-                    "Send fewer or shorter documents, or lower max_chunks_per_doc."
+                    "Send fewer or shorter documents (on /v1/rerank, a lower max_chunks_per_doc scores fewer "
+                    "windows of each)."
                 )
             futures = admission.submit([(p, len(p)) for p in pairs])
         logits = await gather_results(futures, terms, is_gone)

@@ -9,7 +9,7 @@ holds is scored by its best window (as on /v1/rerank) instead of being cut or re
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.responses import Response
 
 from server.api.nulls import NullMeansDefault
@@ -32,10 +32,10 @@ class TeiRerankRequest(NullMeansDefault):
 
     query: Text
     texts: list[Text]
-    truncate: bool = Field(False, description="Accepted; long texts are scored by their best window.")
+    truncate: StrictBool = Field(False, description="Accepted; long texts are scored by their best window.")
     truncation_direction: TruncationDirection = "Right"
-    raw_scores: bool = Field(False, description="The best window's logit instead of its sigmoid.")
-    return_text: bool = False
+    raw_scores: StrictBool = Field(False, description="The best window's logit instead of its sigmoid.")
+    return_text: StrictBool = False
     top_n: StrictInt | None = Field(None, ge=1, description="Extension: return only the best N; null = all (TEI's).")
     priority: Priority = Field("normal", description=PRIORITY_DESCRIPTION)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from server.api.nulls import NullMeansDefault
 from server.api.schema import Text, error_responses
@@ -37,7 +37,7 @@ class SimpleToken(BaseModel):
 
 class TokenizeRequest(NullMeansDefault):
     inputs: Text | list[Text]
-    add_special_tokens: bool = True
+    add_special_tokens: StrictBool = True
     prompt_name: str | None = Field(None, description="Not supported: these models define no prompts.")
 
 

@@ -50,6 +50,22 @@ _SUCCESS = {
 }
 
 
+# Fields a form may repeat: OpenAI's SDK sends one part per granularity.
+_LIST_FIELDS = frozenset({"timestamp_granularities[]"})
+
+
+async def refuse_repeated_fields(request: Request) -> None:
+    """A field sent twice is a 400: the form parser keeps the last, and a client that sent two
+    files or two languages should not get an answer for one of them silently."""
+    form = await request.form()  # parsed already, for the route's parameters: no second read
+    seen: set[str] = set()
+    for name, _ in form.multi_items():
+        if name in seen and name not in _LIST_FIELDS:
+            raise InvalidRequest(f"The form has the field '{name}' more than once; send it once.", param=name,
+                                 code="duplicate_field")
+        seen.add(name)
+
+
 @router.post(PATH, response_model=Transcription | TranscriptionVerbose, responses={200: _SUCCESS, **ERROR_RESPONSES},
              tags=["audio"])
 async def create_transcription(
@@ -70,6 +86,7 @@ async def create_transcription(
     use_itn: Annotated[bool, Form(description="Extension: punctuation and inverse text normalization.")] = True,
     priority: Annotated[Priority, Form(description=PRIORITY_DESCRIPTION)] = "normal",
 ) -> Response:
+    await refuse_repeated_fields(request)
     service = runtime(request).lookup(SPEC.kind, model)
     if stream and response_format not in STREAMED_FORMATS:
         raise InvalidRequest(

@@ -208,6 +208,19 @@ def _long_text(reference, tokens: int) -> str:
     return text
 
 
+@pytest.mark.parametrize("field,value", [("return_sparse", "yes"), ("truncate", "false"), ("normalize", 1),
+                                         ("return_colbert", "true")])
+def test_flags_must_be_json_booleans(embed_server, field, value):
+    """Strict, as OpenAI's API is: "false" (a truthy string) read as a flag is how a client gets
+    the opposite of what it sent. Multipart forms (transcription) take "true"/"false", as forms must."""
+    with embed_server.client() as client:
+        response = client.post("/v1/embeddings", json={"model": "bge-m3", "input": "hi", field: value})
+        good = client.post("/v1/embeddings", json={"model": "bge-m3", "input": "hi", field: False})
+    assert response.status_code == 400, response.text[:200]
+    assert field in response.json()["error"]["message"] or response.json()["error"]["param"] == field
+    assert good.status_code == 200
+
+
 def test_a_text_far_over_the_limit_is_reported_at_the_length_sent(embed_server):
     """Texts far over the limit are cut by characters before tokenizing; the message still says how
     long the text sent was, not the cut."""

@@ -266,6 +266,24 @@ def test_odd_multipart_forms_are_4xx(asr_server, case, parts, status):
     assert_error_shape(response)
 
 
+@pytest.mark.parametrize("field,values", [("language", ["zh", "en"]), ("model", ["SenseVoiceSmall"] * 2),
+                                          ("response_format", ["json", "text"])])
+def test_a_field_sent_twice_is_400_not_the_last_silently(asr_server, field, values):
+    """The form parser kept the last of a repeated field; the client gets told instead. Repeated
+    timestamp_granularities[] is how OpenAI's SDK sends a list, and stays allowed."""
+    speech = (Path(__file__).parents[1] / "data" / "speech_pauses.flac").read_bytes()
+    fields = {"model": "SenseVoiceSmall", field: values}
+    with asr_server.client() as client:
+        response = client.post(PATH, data=fields, files={"file": ("a.flac", speech)})
+        listed = client.post(PATH, files={"file": ("a.flac", speech)}, data={
+            "model": "SenseVoiceSmall", "response_format": "verbose_json",
+            "timestamp_granularities[]": ["word", "segment"]})
+    assert response.status_code == 400, response.text[:200]
+    body = assert_error_shape(response)
+    assert body["code"] == "duplicate_field" and body["param"] == field, body
+    assert listed.status_code == 200 and "words" in listed.json(), listed.text[:200]
+
+
 def test_broken_multipart_framing_is_400(asr_server):
     with asr_server.client() as client:
         for content_type in ("multipart/form-data", "multipart/form-data; boundary=", "multipart/mixed; boundary=b",
