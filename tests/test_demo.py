@@ -47,6 +47,9 @@ def test_serve_demo_serves_every_endpoint_with_a_loud_warning(tmp_path):
     assert rerank.status_code == 200 and 0 < rerank.json()["results"][0]["relevance_score"] < 1
     assert audio.status_code == 200 and "text" in audio.json()
     assert "DEMO MODE" in output and "MEANINGLESS" in output
+    # The first start builds the models: it says so before the seconds that takes, not after.
+    assert "demo: preparing the tiny models" in output
+    assert output.index("demo: preparing the tiny models") < output.index("DEMO MODE")
     assert "Application shutdown complete" in output  # SIGTERM went through the drain, not a kill
     built = sorted(p.name for p in (tmp_path / "cache" / "inference-server" / "demo").iterdir())
     assert built == ["asr", "embedding", "reranker"]

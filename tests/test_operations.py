@@ -146,3 +146,12 @@ def test_a_model_of_another_endpoint_is_named_as_such(bge_m3_dir, reranker_dir):
     assert message.split("serves:")[1].count("bge-reranker-v2-m3") == 0, message
     assert "bge-m3" in message.split("serves:")[1]
     assert unknown.status_code == 404 and "does not exist" in unknown.json()["error"]["message"]
+
+
+def test_a_server_with_every_model_set_to_none_says_so(caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    with live_server() as srv, srv.client() as client:  # every model "none"
+        assert client.get("/ready").status_code == 200
+    assert any("every model is set to none" in r.getMessage() for r in caplog.records), caplog.text
