@@ -112,8 +112,8 @@ class Metrics:
         )
         self.prediction_error = Histogram(
             "inference_deadline_prediction_error_seconds", "Accepted requests answered: how many seconds from the "
-            "batcher's forecast at admission their completion fell, early or late (while the fair order runs the "
-            "forecast is an upper bound, so early is usual).", ["model", "direction"], buckets=_ERROR_BUCKETS,
+            "batcher's forecast at admission their completion fell, early or late (the forecast is for the deadline "
+            "order; the fair order, run while there is slack, may finish a request later, up to its aim).", ["model", "direction"], buckets=_ERROR_BUCKETS,
             registry=self.registry,
         )
         self.request_seconds = Histogram(
