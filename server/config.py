@@ -131,8 +131,8 @@ class Settings(BaseSettings):
     )
     asr_max_audio_seconds: float = Field(3600.0, gt=0, description="Longest audio accepted, in decoded seconds.")
     asr_max_decoding: int = Field(
-        0, ge=0, description="Uploads decoded at once (0 = twice the CPU cores); up to 4 times as many wait for "
-        "a turn, past that 503 + Retry-After."
+        0, ge=0, description="Uploads prepared (decoded, checked for speech) at once (0 = twice the CPU cores); "
+        "others wait by priority, up to 64 per slot, past that 503 + Retry-After."
     )
     asr_max_audio_held_seconds: float = Field(
         14400.0, gt=0, description="Decoded audio the uploads being prepared may hold in memory together, in "

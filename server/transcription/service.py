@@ -139,7 +139,7 @@ class TranscriptionService:
         # The door first (a refusal costs nothing); then a decode slot, and the decoded audio counts
         # against the upload budget until its features are queued.
         with self.batcher.admission(terms) as admission:
-            async with self.uploads.decoding() as hold:
+            async with self.uploads.decoding(terms.priority) as hold:
                 audio = await self.batcher.gate.run_preparation(decode_audio, data, max_seconds=self.max_seconds,
                                                                 hold=hold)
                 if len(audio) <= self.max_segment_s * SAMPLE_RATE:

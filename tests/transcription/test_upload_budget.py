@@ -14,6 +14,7 @@ from test_audio_corpus import s16, tone, wav_bytes
 
 from server.errors import Overloaded
 from server.transcription import audio as audio_module
+from server.transcription import upload_budget
 from server.transcription.audio import MAX_CHANNELS, AudioError, decode_audio
 from server.transcription.upload_budget import UploadBudget
 
@@ -52,9 +53,10 @@ def test_decoded_audio_is_bounded_by_the_upload_size(monkeypatch):
         decode_audio(data, max_seconds=60)
 
 
-def test_uploads_decoded_at_once_are_bounded_the_next_wait_and_past_that_are_refused():
-    """Two slots: two decode, eight (4 per slot) wait their turn in order, the eleventh is refused
-    at once; slots come back."""
+def test_uploads_decoded_at_once_are_bounded_the_next_wait_and_past_that_are_refused(monkeypatch):
+    """Two slots: two decode, eight (4 per slot, here) wait their turn in order, the eleventh is
+    refused at once; slots come back."""
+    monkeypatch.setattr(upload_budget, "WAITING_PER_SLOT", 4)
 
     async def go():
         budget = UploadBudget(max_decoding=2, max_seconds=60, sample_rate=RATE)
@@ -77,6 +79,37 @@ def test_uploads_decoded_at_once_are_bounded_the_next_wait_and_past_that_are_ref
         await asyncio.gather(*tasks)
         assert order == list(range(10))
         async with budget.decoding():  # slots come back
+            pass
+
+    asyncio.run(go())
+
+
+def test_interactive_uploads_wait_for_a_slot_ahead_of_bulk_ones():
+    """One slot, taken; a bulk clip, then an interactive one, then another bulk clip wait: the
+    interactive one gets the slot next. A waiter that leaves gives up its place, or passes on a
+    slot it was just handed."""
+
+    async def go():
+        budget = UploadBudget(max_decoding=1, max_seconds=60, sample_rate=RATE)
+        order: list[str] = []
+        gates = {name: asyncio.Event() for name in ("first", "bulk1", "query", "bulk2", "leaver")}
+
+        async def upload(name: str, priority: str) -> None:
+            async with budget.decoding(priority):
+                order.append(name)
+                await gates[name].wait()
+
+        first = asyncio.create_task(upload("first", "normal"))
+        await asyncio.sleep(0.01)
+        tasks = [asyncio.create_task(upload(name, priority)) for name, priority in
+                 (("bulk1", "normal"), ("leaver", "interactive"), ("query", "interactive"), ("bulk2", "background"))]
+        await asyncio.sleep(0.01)
+        tasks[1].cancel()  # the leaver goes before its turn
+        for name in ("first", "query", "bulk1", "bulk2"):
+            gates[name].set()
+        await asyncio.gather(first, *tasks[:1], *tasks[2:])
+        assert order == ["first", "query", "bulk1", "bulk2"]
+        async with budget.decoding():  # the slot is free again
             pass
 
     asyncio.run(go())
