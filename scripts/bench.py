@@ -773,6 +773,23 @@ def plot(results: list[dict], path: Path, title: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def each_kind(args, bench_kind: Callable, print_kind: Callable, save: Callable) -> list[dict]:
+    """``bench_kind(kind, model_dir, args)`` for each of ``--models``, on the ``--model-dir`` given
+    or a model built at ``--size``; each result printed and the results saved after every model, so
+    a long run cut short keeps what it measured."""
+    given = dict(item.split("=", 1) for item in args.model_dir)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in args.models.split(","):
+            model_dir = Path(given[kind]) if kind in given else build(kind, args.size, Path(tmp))
+            res = bench_kind(kind, model_dir, args)
+            res["size"] = "given" if kind in given else args.size
+            results.append(res)
+            print_kind(res, args)
+            save(results, args)
+    return results
+
+
 def build(kind: str, size: str, root: Path) -> Path:
     from server.models.tiny_xlmr import build_tiny_bge_m3, build_tiny_reranker
     from server.transcription.tiny import build_tiny_sensevoice

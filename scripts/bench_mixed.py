@@ -36,7 +36,6 @@ import json
 import math
 import random
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -385,14 +384,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> None:
-    given = dict(item.split("=", 1) for item in args.model_dir)
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for kind in args.models.split(","):
-            model_dir = Path(given[kind]) if kind in given else bench.build(kind, args.size, Path(tmp))
-            res = bench_kind(kind, model_dir, args)
-            res["size"] = "given" if kind in given else args.size
-            results.append(res)
-            print_kind(res, args)
-            save(results, args)  # after every model: a long run cut short keeps what it measured
+    results = bench.each_kind(args, bench_kind, print_kind, save)
     print("\n## Targets (interactive beside bulk)\n\n" + bench.markdown(targets(results)))

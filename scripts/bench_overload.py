@@ -63,7 +63,6 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager
@@ -663,14 +662,5 @@ def main(args) -> None:
     if not args.deadline_flag:
         print(f"note: this server's `serve` has no --deadline-scheduling: {FIFO} runs with --batch-scheduling fifo "
               f"alone, and {NO_DEADLINES!r} is skipped (the same as {SERVER!r} here)", flush=True)
-    given = dict(item.split("=", 1) for item in args.model_dir)
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for kind in args.models.split(","):
-            model_dir = Path(given[kind]) if kind in given else bench.build(kind, args.size, Path(tmp))
-            res = bench_kind(kind, model_dir, args)
-            res["size"] = "given" if kind in given else args.size
-            results.append(res)
-            print_kind(res, args)
-            save(results, args)  # after every model: a long run cut short keeps what it measured
+    results = bench.each_kind(args, bench_kind, print_kind, save)
     print("\n## Targets (overload)\n\n" + bench.markdown([t for r in results for t in r.get("targets", [])]))

@@ -54,6 +54,18 @@ class ServerProcess:
                 raise AssertionError(f"no {text!r} in the server log:\n{self.log[-3000:]}")
             time.sleep(0.01)
 
+    def wait_until_ready(self, url: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, f"the server exited at start:\n{self.log[-3000:]}"
+            assert time.monotonic() < deadline, f"the server never became ready:\n{self.log[-3000:]}"
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -79,16 +91,7 @@ def test_sigterm_under_load_finishes_in_flight_work_and_refuses_new(bge_m3_dir):
                             "--offline", "--api-key", KEY, "--log-level", "debug"])
     auth = {"Authorization": f"Bearer {KEY}"}
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.proc.poll() is None, f"the server exited at start:\n{server.log[-3000:]}"
-            assert time.monotonic() < deadline, f"the server never became ready:\n{server.log[-3000:]}"
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        server.wait_until_ready(url)
 
         texts = [[f"client {c} input {i} " + "the giant panda eats bamboo " * 36 for i in range(INPUTS)]
                  for c in range(CLIENTS)]
@@ -196,16 +199,7 @@ def test_sigterm_during_a_long_transcription_answers_a_json_503(sensevoice_dir, 
                             "--host", "127.0.0.1", "--port", str(port), "--shutdown-timeout", "1", "--offline"])
     audio = _long_wav(20)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.proc.poll() is None, f"the server exited at start:\n{server.log[-3000:]}"
-            assert time.monotonic() < deadline, f"the server never became ready:\n{server.log[-3000:]}"
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        server.wait_until_ready(url)
         result: dict = {}
 
         def transcribe() -> None:

@@ -13,7 +13,6 @@ audio at its pauses, queue one batcher item per segment, and put the transcript 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -114,12 +113,11 @@ class TranscriptionService:
         self.batcher = batcher
         self.max_seconds = max_seconds
         self.max_segment_s = max_segment_s
-        self.uploads = uploads or UploadBudget(2 * (os.cpu_count() or 1), 4 * max_seconds, SAMPLE_RATE)
+        self.uploads = uploads or UploadBudget(0, 4 * max_seconds, SAMPLE_RATE)
 
     @classmethod
     def from_settings(cls, model: SenseVoice, batcher: Batcher, settings: Settings) -> TranscriptionService:
-        uploads = UploadBudget(settings.asr_max_decoding or 2 * (os.cpu_count() or 1),
-                               settings.asr_max_audio_held_seconds, SAMPLE_RATE)
+        uploads = UploadBudget(settings.asr_max_decoding, settings.asr_max_audio_held_seconds, SAMPLE_RATE)
         return cls(model, batcher, max_seconds=settings.asr_max_audio_seconds,
                    max_segment_s=settings.asr_max_segment_seconds, uploads=uploads)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import os
 import itertools
 import threading
 from collections.abc import AsyncIterator
@@ -31,7 +32,7 @@ WAITING_PER_SLOT = 64
 
 class UploadBudget:
     def __init__(self, max_decoding: int, max_seconds: float, sample_rate: int, retry_after_s: int = 1):
-        self.max_decoding = max_decoding
+        self.max_decoding = max_decoding or 2 * (os.cpu_count() or 1)  # 0: a slot per core, and as many again
         self.max_samples = int(max_seconds * sample_rate)
         self.sample_rate = sample_rate
         self.retry_after_s = retry_after_s

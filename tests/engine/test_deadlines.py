@@ -70,6 +70,18 @@ async def hold(model: TimedModel, b: Batcher) -> list:
     return blocker
 
 
+def fill_the_deadline(b: Batcher, timeout: float = 1.0) -> list[list]:
+    """Requests of 32 items submitted with ``timeout`` until the batcher refuses them: a backlog
+    that fills the deadline; each admitted request's futures."""
+    backlog = []
+    for i in range(30):
+        try:
+            backlog.append(b.submit(request(f"bulk{i}", 32), Terms.within(timeout)))
+        except Overloaded:
+            pass
+    return backlog
+
+
 async def outcome(futures: list, terms: Terms) -> str:
     try:
         await gather_results(futures, terms)
@@ -286,14 +298,9 @@ def test_when_time_is_short_interactive_work_still_goes_first():
         b.start()
         await warm(b)
         blocker = await hold(model, b)
-        # A backlog that fills its deadline (what does not fit is refused): the fair order would
-        # make some of it late, so the deadline order runs.
-        backlog = []
-        for i in range(30):
-            try:
-                backlog.append(b.submit(request(f"bulk{i}", 32), Terms.within(1.0)))
-            except Overloaded:
-                pass
+        # A backlog that fills its deadline: the fair order would make some of it late, so the
+        # deadline order runs.
+        backlog = fill_the_deadline(b)
         query = b.submit(request("query", 1), Terms.within(10, "interactive"))
         model.gate.set()
         await asyncio.gather(*query, *blocker, *[f for q in backlog for f in q], return_exceptions=True)
@@ -322,12 +329,7 @@ def test_when_time_is_short_the_first_request_in_deadline_order_is_computed_firs
         first_terms = Terms.within(1.0)
         first = b.submit([((f"first.{i}", 10 if i % 2 == 0 else 12), 10 if i % 2 == 0 else 12) for i in range(8)],
                          first_terms)
-        backlog = []  # fills the deadline, so the deadline order runs
-        for i in range(30):
-            try:
-                backlog.append(b.submit(request(f"bulk{i}", 32), Terms.within(1.0)))
-            except Overloaded:
-                pass
+        backlog = fill_the_deadline(b)  # so the deadline order runs
         model.gate.set()
         await asyncio.gather(*first, *blocker, *[f for q in backlog for f in q], return_exceptions=True)
         await b.close()
