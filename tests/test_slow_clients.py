@@ -91,6 +91,20 @@ def test_a_body_that_keeps_arriving_is_not_cut_off(strict_server):
     assert status == 200 and answer["data"][0]["embedding"], answer
 
 
+def test_the_deadline_counts_from_arrival_not_from_the_end_of_the_body(strict_server):
+    """A body that took longer to arrive than the request's timeout: 504 at once, nothing computed
+    for an answer its client has stopped waiting for."""
+    sock = connect(strict_server)
+    body = json.dumps({"model": "bge-m3", "input": "hello"}).encode()
+    sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                 b"X-Request-Timeout: 1\r\nContent-Length: %d\r\n\r\n" % len(body))
+    for i in range(0, len(body), 16):  # 0.5 s apart: 1.5 s in all
+        sock.sendall(body[i:i + 16])
+        time.sleep(0.5)
+    status, answer = status_and_body(read_all(sock))
+    assert status == 504 and answer["error"]["code"] == "timeout", answer
+
+
 def test_contradictory_framing_is_refused_at_once(strict_server):
     sock = connect(strict_server)
     sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

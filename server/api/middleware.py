@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.auth import authorized_tenant
 from server.api.route_labels import RouteLabels
-from server.api.terms import TENANT
+from server.api.terms import ARRIVED, TENANT
 from server.errors import (
     ApiError,
     InvalidRequest,
@@ -45,6 +45,7 @@ class RequestContext:
         # characters to forge log lines or terminal escapes), else a fresh id.
         request_id = given[:128] if given and all(0x20 < c < 0x7F for c in given[:128]) else uuid.uuid4().hex.encode()
         started = time.perf_counter()
+        scope.setdefault("state", {})[ARRIVED] = time.monotonic()
         status, status_sent = 500, False
 
         async def send_with_id(message: Message) -> None:

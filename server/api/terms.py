@@ -1,7 +1,7 @@
 """A request's terms with the batcher, read at the edge: its priority (from the body, as each API
 dialect spells it), its deadline and its tenant.
 
-* Deadline: ``--request-timeout`` after it arrived, or sooner if the request asks: the header
+* Deadline: ``--request-timeout`` after it arrived (``ARRIVED``), or sooner if the request asks: the header
   ``X-Request-Timeout: <seconds>``, or ``X-Stainless-Read-Timeout``, which the openai SDK sends
   with its own timeout (an answer after the client has given up is compute spent for nobody).
 * Tenant: the API key it authenticated with, as ``key-N`` (its place in the configured keys; the
@@ -21,6 +21,10 @@ from server.errors import InvalidRequest
 TIMEOUT_HEADER = "x-request-timeout"
 SDK_TIMEOUT_HEADER = "x-stainless-read-timeout"
 TENANT = "tenant"  # the key in the ASGI scope's state where the API-key guard names the tenant
+# The key in the ASGI scope's state where the outermost middleware notes when the request came in
+# (time.monotonic()): its deadline counts from there, not from after its body was read (a 50 MB
+# upload over a slow link, or a burst of uploads parsed in turn, takes seconds of it).
+ARRIVED = "arrived"
 
 
 def _seconds(value: str) -> float | None:
@@ -43,4 +47,5 @@ def request_terms(request: Request, priority: str) -> Terms:
     sdk = _seconds(request.headers.get(SDK_TIMEOUT_HEADER, ""))  # not ours to refuse: ignored if odd
     if sdk is not None:
         timeout = min(timeout, sdk)
-    return Terms.within(timeout, priority, request.scope.get("state", {}).get(TENANT))
+    state = request.scope.get("state", {})
+    return Terms.within(timeout, priority, state.get(TENANT), state.get(ARRIVED))
