@@ -149,18 +149,21 @@ class Batcher(Generic[P, R]):
         return self._queue.depth_by_priority()
 
     @contextmanager
-    def admission(self, terms: Terms) -> Iterator[Admission]:
+    def admission(self, terms: Terms, ready_in: float = 0.0) -> Iterator[Admission]:
         """Held from before a request is prepared (tokenized, decoded) until its items are queued
         (``Admission.submit``). Refuses at once what would be refused anyway (a full queue, or work
         ahead that outlasts the request's deadline), so a burst that cannot be served costs no
         preparation; and meanwhile counts the request at the cost requests have had lately, as
-        work ahead of those that arrive while it is prepared."""
+        work ahead of those that arrive while it is prepared. ``ready_in``: the seconds its
+        preparation will wait for its turn, by the caller's forecast (``deadlines.judge``)."""
         if self._closing:
             raise ShuttingDown("The server is shutting down; retry on another replica.")
         if len(self._queue) >= self.max_queue:
             self._refuse_queue_full(0)
+        if terms.deadline <= time.monotonic():  # its body took all its time to arrive
+            raise Timeout(f"The request did not complete within {terms.timeout:g} s.")
         typical = self._typical_cost.get(terms.priority, 0.0)
-        self._admit(terms, typical)
+        self._admit(terms, typical, ready_in)
         reservation = Reservation(terms.priority, terms.deadline, typical)
         self._preparing.append(reservation)
         try:
@@ -172,9 +175,11 @@ class Batcher(Generic[P, R]):
         if reservation in self._preparing:
             self._preparing.remove(reservation)
 
-    def submit(self, items: Sequence[tuple[P, int]], terms: Terms = NO_DEADLINE) -> list[asyncio.Future]:
+    def submit(self, items: Sequence[tuple[P, int]], terms: Terms = NO_DEADLINE,
+               reserved: float = 0.0) -> list[asyncio.Future]:
         """Queue ``(payload, cost)`` items of one request, all or none, as one flow of the fair
-        queue on ``terms``; returns one future per item."""
+        queue on ``terms``; returns one future per item. ``reserved``: the cost it was let in at
+        the door with (``admission``)."""
         if self._closing:
             raise ShuttingDown("The server is shutting down; retry on another replica.")
         if len(items) > self.max_queue:
@@ -184,7 +189,7 @@ class Batcher(Generic[P, R]):
         if len(self._queue) + len(items) > self.max_queue:
             self._refuse_queue_full(len(items))
         costs = [max(1, int(cost)) for _, cost in items]
-        verdict = self._admit(terms, sum(costs))
+        verdict = self._admit(terms, sum(costs), reserved=reserved)
         typical = self._typical_cost.get(terms.priority)
         self._typical_cost[terms.priority] = 0.8 * typical + 0.2 * sum(costs) if typical else sum(costs)
         loop = asyncio.get_running_loop()
@@ -227,12 +232,12 @@ class Batcher(Generic[P, R]):
         self.stats.refused_queue_full += 1
         raise Overloaded(f"The {self.name} queue is full; retry shortly.", self.retry_after_s)
 
-    def _admit(self, terms: Terms, cost: int) -> Verdict:
+    def _admit(self, terms: Terms, cost: float, ready_in: float = 0.0, reserved: float = 0.0) -> Verdict:
         if not self.deadline_scheduling:
             return Verdict(True)
         now = time.monotonic()
         verdict = judge([*self._queue.flows(), *self._preparing], terms, cost, self._forecast,
-                        self._start_in(now), self.fair, now)
+                        self._start_in(now), self.fair, now, ready_in, reserved)
         if verdict.admitted:
             return verdict
         self.stats.refused_deadline += 1
@@ -525,7 +530,7 @@ class Admission:
     def submit(self, items: Sequence[tuple[Any, int]]) -> list[asyncio.Future]:
         """Queue the request's items on its terms (``Batcher.submit``), in place of its reservation."""
         self._batcher._release(self._reservation)
-        return self._batcher.submit(items, self.terms)
+        return self._batcher.submit(items, self.terms, reserved=self._reservation.queued_cost)
 
 
 async def gather_results(

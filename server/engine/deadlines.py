@@ -61,8 +61,10 @@ class Terms:
     timeout: float = math.inf
 
     @classmethod
-    def within(cls, timeout: float, priority: str = "normal", tenant: str | None = None) -> Terms:
-        return cls(priority, time.monotonic() + timeout, tenant, timeout)
+    def within(cls, timeout: float, priority: str = "normal", tenant: str | None = None,
+               arrived: float | None = None) -> Terms:
+        """``arrived``: when the request came in (``time.monotonic()``); default: now."""
+        return cls(priority, (time.monotonic() if arrived is None else arrived) + timeout, tenant, timeout)
 
 
 NO_DEADLINE = Terms()  # a normal request with no deadline and no tenant (tests, tools)
@@ -167,8 +169,12 @@ class Verdict:
 
 
 def judge(flows: Sequence[Flow | Reservation], terms: Terms, cost: float, forecast: Forecast,
-          start_in: float, fair: bool, now: float) -> Verdict:
-    """Whether a new request of ``cost`` can be done by ``terms.deadline`` (see the module's text)."""
+          start_in: float, fair: bool, now: float, ready_in: float = 0.0, reserved: float = 0.0) -> Verdict:
+    """Whether a new request of ``cost`` can be done by ``terms.deadline`` (see the module's text).
+    ``ready_in``: seconds before its items can be queued at the earliest, by its preparation's
+    forecast (a wait for a decoding slot); the model works through the queue meanwhile.
+    ``reserved``: the cost it was let in at the door with, which the requests let in after it
+    counted already: it overtakes them only by what it costs beyond that."""
     if forecast.seconds(0.0) is None or math.isinf(terms.deadline):
         return Verdict(True)
     own_rank = rank(terms.priority, fair)
@@ -178,18 +184,23 @@ def judge(flows: Sequence[Flow | Reservation], terms: Terms, cost: float, foreca
 
     key = (own_rank, terms.deadline, math.inf)
     ahead = sum(f.queued_cost for f in flows if order_key(f, fair) < key)
-    predicted = start_in + seconds(ahead + cost)
-    late = now + forecast.margin * predicted > terms.deadline and (ahead > 0 or start_in > 0)
-    if not late and cost:
-        # The requests of its priority it overtakes must still make their aims.
+    predicted = max(start_in + seconds(ahead + cost), ready_in + seconds(cost))
+    late = now + forecast.margin * predicted > terms.deadline and (ahead > 0 or start_in > 0 or ready_in > 0)
+    if not late and cost > reserved:
+        # The requests of its priority it overtakes must still make their aims. A request let in
+        # at the door was counted at its reservation by those let in after it: only what it costs
+        # beyond that moves them, and they keep admission's reserve for such errors of estimate,
+        # so it is refused for them only if they would then miss their deadlines. (Against their
+        # aims, the last let in sits at its aim by construction: prepared requests were refused
+        # for a few percent over their reservation, their preparation wasted.)
         behind = sorted((f for f in flows if order_key(f, fair) > key and rank(f.priority, fair) == own_rank),
                         key=lambda f: order_key(f, fair))
         done = ahead
         for flow in behind:
             done += flow.queued_cost
-            before = now + start_in + seconds(done)
+            before = now + start_in + seconds(done + reserved)
             after = now + start_in + seconds(done + cost)
-            if before <= aim(flow, forecast.margin) < after:
+            if before <= (flow.deadline if reserved else aim(flow, forecast.margin)) < after:
                 late = True
                 break
     if not late:
@@ -197,5 +208,5 @@ def judge(flows: Sequence[Flow | Reservation], terms: Terms, cost: float, foreca
     # A retry joins the back of its priority: it fits once that much work has drained.
     queued = sum(f.queued_cost for f in flows if rank(f.priority, fair) <= own_rank)
     timeout = terms.timeout if math.isfinite(terms.timeout) else terms.deadline - now
-    wait = start_in + seconds(queued + cost) - timeout
+    wait = max(start_in + seconds(queued + cost), ready_in + seconds(cost)) - timeout
     return Verdict(False, predicted, max(1, math.ceil(wait)))

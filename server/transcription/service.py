@@ -136,8 +136,8 @@ class TranscriptionService:
         anything is computed, so a caller can still answer with an error status."""
         # The door first (a refusal costs nothing); then a decode slot, and the decoded audio counts
         # against the upload budget until its features are queued.
-        with self.batcher.admission(terms) as admission:
-            async with self.uploads.decoding(terms.priority) as hold:
+        with self.batcher.admission(terms, self.uploads.wait_forecast(terms.priority)) as admission:
+            async with self.uploads.decoding(terms.priority, terms.deadline) as hold:
                 audio = await self.batcher.gate.run_preparation(decode_audio, data, max_seconds=self.max_seconds,
                                                                 hold=hold)
                 if len(audio) <= self.max_segment_s * SAMPLE_RATE:

@@ -9,7 +9,8 @@ slots, and the samples it keeps are counted against ``max_seconds`` of audio acr
 they are decoded. Requests wait for a slot by priority, then arrival: a slot's queue in arrival
 order alone kept an interactive clip behind every bulk clip of a burst (p95 2 s beside a
 sustained overload, against 57 ms alone). How many wait is bounded by the deadline admission
-in front of it (a request that cannot be done in time is refused before it gets here) and, past
+in front of it (a request that cannot be done in time is refused before it gets here: the door
+counts the wait for a slot, ``wait_forecast``, from how long slots have been held lately) and, past
 ``WAITING_PER_SLOT`` per slot, here. Past either bound the request is refused at once, 503
 ``overloaded`` with ``Retry-After``, never left to a slow death.
 """
@@ -18,14 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 import os
 import itertools
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from server.engine.deadlines import RANK
-from server.errors import Overloaded
+from server.errors import Overloaded, Timeout
 
 WAITING_PER_SLOT = 64
 
@@ -41,25 +44,44 @@ class UploadBudget:
         self._waiting: list[tuple[int, int, asyncio.Future]] = []  # a heap: (rank, arrival, wakeup)
         self._arrivals = itertools.count()
         self._held = 0
+        self._hold_s: float | None = None  # how long a slot is held, lately (decode, speech, queueing)
+        # Seconds between slots handed over while requests wait, lately: the pace the queue moves
+        # at under load, which a slot's hold over the slots misjudged by a third in a burst (more
+        # preparations at once share the cores with the model and with each other).
+        self._pace_s: float | None = None
+        self._last_handover: float | None = None
 
     @property
     def held_seconds(self) -> float:
         return self._held / self.sample_rate
 
     @asynccontextmanager
-    async def decoding(self, priority: str = "normal") -> AsyncIterator[Hold]:
+    async def decoding(self, priority: str = "normal", deadline: float = math.inf) -> AsyncIterator[Hold]:
         """A slot, and the audio this request holds until the ``with`` ends; refused at once when
-        every slot is taken and enough requests already wait for one."""
-        await self._acquire(priority)
-        hold = Hold(self)
+        every slot is taken and enough requests already wait for one; 504 if the request's
+        ``deadline`` (``time.monotonic()``) passes while it waits."""
+        await self._acquire(priority, deadline)
+        hold, since = Hold(self), time.monotonic()
         try:
             yield hold
         finally:
+            held_s = time.monotonic() - since
+            self._hold_s = held_s if self._hold_s is None else 0.9 * self._hold_s + 0.1 * held_s
             self._release()
             with self._lock:
                 self._held -= hold.samples
 
-    async def _acquire(self, priority: str) -> None:
+    def wait_forecast(self, priority: str = "normal") -> float:
+        """Seconds a request of ``priority`` arriving now would wait for a slot: none while one is
+        free; else its turn among those waiting at its priority or above, as slots free at the
+        pace they have lately. Without a slot held yet, 0: nothing to go by."""
+        pace = self._pace_s if self._pace_s is not None else self._hold_s and self._hold_s / self.max_decoding
+        if self._busy < self.max_decoding or not pace:
+            return 0.0
+        ahead = sum(1 for own_rank, _, wakeup in self._waiting if own_rank <= RANK[priority] and not wakeup.done())
+        return (ahead + 1) * pace
+
+    async def _acquire(self, priority: str, deadline: float) -> None:
         if self._busy < self.max_decoding and not self._waiting:
             self._busy += 1
             return
@@ -69,7 +91,13 @@ class UploadBudget:
         wakeup = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (RANK[priority], next(self._arrivals), wakeup))
         try:
-            await wakeup  # _release hands its slot over: _busy already counts this request
+            # _release hands its slot over: _busy already counts this request
+            await asyncio.wait_for(asyncio.shield(wakeup), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            self._waiting = [w for w in self._waiting if w[2] is not wakeup]
+            heapq.heapify(self._waiting)
+            raise Timeout("The request did not complete within its deadline: it was still waiting for its "
+                          "upload to be prepared.") from None
         except asyncio.CancelledError:
             if wakeup.done() and not wakeup.cancelled():
                 self._release()  # handed a slot just as the caller left: pass it on
@@ -79,11 +107,17 @@ class UploadBudget:
             raise
 
     def _release(self) -> None:
+        now = time.monotonic()
         while self._waiting:
             _, _, wakeup = heapq.heappop(self._waiting)
             if not wakeup.done():
                 wakeup.set_result(None)  # the slot goes straight to the next in line
+                if self._last_handover is not None:
+                    gap = now - self._last_handover
+                    self._pace_s = gap if self._pace_s is None else 0.8 * self._pace_s + 0.2 * gap
+                self._last_handover = now
                 return
+        self._last_handover = None  # no one waits: the next gap would be idle time, not the pace
         self._busy -= 1
 
     def _take(self, hold: Hold, samples: int) -> None:

@@ -5,6 +5,7 @@ in the decoded audio they hold together (server/transcription/audio.py, upload_b
 from __future__ import annotations
 
 import asyncio
+import math
 import resource
 import time
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from test_audio_corpus import s16, tone, wav_bytes
 
-from server.errors import Overloaded
+from server.errors import Overloaded, Timeout
 from server.transcription import audio as audio_module
 from server.transcription import upload_budget
 from server.transcription.audio import MAX_CHANNELS, AudioError, decode_audio
@@ -113,6 +114,92 @@ def test_interactive_uploads_wait_for_a_slot_ahead_of_bulk_ones():
             pass
 
     asyncio.run(go())
+
+
+def test_the_wait_for_a_slot_is_forecast_from_how_long_slots_are_held():
+    """The door's forecast of the wait (server.engine.deadlines.judge's ready_in): none while a slot
+    is free; else the requests waiting at the priority or above, each a slot's hold lately over
+    the slots."""
+
+    async def go():
+        budget = UploadBudget(max_decoding=2, max_seconds=60, sample_rate=RATE)
+        assert budget.wait_forecast() == 0.0  # nothing to go by yet
+        for _ in range(3):
+            async with budget.decoding():
+                await asyncio.sleep(0.05)
+        release = asyncio.Event()
+
+        async def upload(priority: str) -> None:
+            async with budget.decoding(priority):
+                await release.wait()
+
+        tasks = [asyncio.create_task(upload(p)) for p in ("normal", "normal", "normal", "normal", "background")]
+        await asyncio.sleep(0.01)
+        forecasts = {p: budget.wait_forecast(p) for p in ("interactive", "normal", "background")}
+        release.set()
+        await asyncio.gather(*tasks)
+        return forecasts, budget.wait_forecast()
+
+    forecasts, after = asyncio.run(go())
+    hold = forecasts["interactive"] * 2  # one slot's hold: the interactive request would be next
+    assert 0.04 <= hold <= 0.2
+    assert forecasts["normal"] == pytest.approx(3 * hold / 2)  # two normal ones wait ahead of it
+    assert forecasts["background"] == pytest.approx(4 * hold / 2)
+    assert after == 0.0
+
+
+def test_under_load_the_wait_is_forecast_from_the_pace_slots_are_handed_over():
+    """Slots held 50 ms each, then, under load, 150 ms (more preparations at once share the cores):
+    the forecast follows the pace at which waiting requests got their slots, not the calm holds."""
+
+    async def go():
+        budget = UploadBudget(max_decoding=1, max_seconds=60, sample_rate=RATE)
+        for _ in range(3):
+            async with budget.decoding():
+                await asyncio.sleep(0.05)
+
+        async def upload(seconds: float) -> None:
+            async with budget.decoding():
+                await asyncio.sleep(seconds)
+
+        await asyncio.gather(*(upload(0.15) for _ in range(6)))  # five handed over, 150 ms apart
+        release = asyncio.Event()
+
+        async def held() -> None:
+            async with budget.decoding():
+                await release.wait()
+
+        tasks = [asyncio.create_task(held()) for _ in range(3)]  # one holds the slot, two wait
+        await asyncio.sleep(0.01)
+        forecast = budget.wait_forecast()
+        release.set()
+        await asyncio.gather(*tasks)
+        return forecast
+
+    assert 3 * 0.13 <= asyncio.run(go()) <= 3 * 0.3  # the third in line, at ~150 ms a turn
+
+
+def test_a_request_waiting_for_a_slot_past_its_deadline_gets_504_and_leaves_the_line():
+    async def go():
+        budget = UploadBudget(max_decoding=1, max_seconds=60, sample_rate=RATE)
+        release, order = asyncio.Event(), []
+
+        async def upload(name: str, deadline: float = math.inf) -> None:
+            async with budget.decoding(deadline=deadline):
+                order.append(name)
+                await release.wait()
+
+        first = asyncio.create_task(upload("first"))
+        await asyncio.sleep(0.01)
+        hasty = asyncio.create_task(upload("hasty", time.monotonic() + 0.1))
+        patient = asyncio.create_task(upload("patient"))
+        with pytest.raises(Timeout):
+            await hasty
+        release.set()
+        await asyncio.gather(first, patient)
+        return order
+
+    assert asyncio.run(go()) == ["first", "patient"]
 
 
 def test_decoded_audio_held_across_requests_is_bounded_and_given_back():
