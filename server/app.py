@@ -17,7 +17,7 @@ from server.api.docs import declare_bearer_auth, offline_app
 from server.api.middleware import ApiKeyGuard, BodyLimit, RequestContext, SlowBody
 from server.config import Settings
 from server.engine.memory import limit_onednn_cache, trim_periodically
-from server.engine.runtime import Runtime
+from server.runtime import Runtime
 from server.errors import StartupError, install_error_handlers
 from server.families import FAMILIES
 from server.metrics import Metrics

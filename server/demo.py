@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from server.config import Settings
-from server.engine.runtime import named
+from server.family import named
 from server.families import FAMILIES
 from server.models.store import NONE
 

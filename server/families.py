@@ -2,7 +2,7 @@
 (served names, files, adapter, service, route, batch budget, tiny model) in its ``FAMILY``."""
 
 from server import embeddings, rerank, transcription
-from server.engine.runtime import Family
+from server.family import Family
 from server.models.store import ModelSpec
 
 FAMILIES: dict[str, Family] = {f.spec.kind: f for f in (

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from server.config import Settings
-from server.engine.runtime import Runtime
+from server.runtime import Runtime
 
 
 def http_config(app: FastAPI, settings: Settings, log_level: str | None = None) -> uvicorn.Config:

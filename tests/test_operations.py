@@ -36,7 +36,7 @@ def test_ready_is_503_until_the_models_are_loaded(bge_m3_dir):
     from server.app import create_app
     from server.background import free_port
     from server.config import Settings
-    from server.engine import runtime as runtime_module
+    from server import runtime as runtime_module
 
     gate = threading.Event()
     original = runtime_module.build

@@ -7,7 +7,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from server.engine.runtime import Runtime
+from server.runtime import Runtime
 
 
 def runtime(request: Request) -> Runtime:

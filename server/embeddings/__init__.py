@@ -2,7 +2,7 @@
 ColBERT outputs as an extension. The declaration the engine serves it by."""
 
 from server.config import Settings
-from server.engine.runtime import Family
+from server.family import Family
 from server.models.store import ModelSpec
 
 SPEC = ModelSpec(

@@ -9,7 +9,7 @@ a small SenseVoice pass on a 10 s clip took 57-61 ms when its thread had also lo
 69-75 ms when another thread had; embeddings of short texts served 4-14% faster once the model
 loaded on its worker thread. So:
 
-* a model loads, warms up and computes on one thread, its batcher's (``server.engine.runtime``);
+* a model loads, warms up and computes on one thread, its batcher's (``server.runtime``);
 * torch work on any other thread (audio features, voice activity) runs single-threaded
   (``one_torch_thread``): it is small, and a team of its own would cost more than it gives.
 """

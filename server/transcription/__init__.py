@@ -2,7 +2,7 @@
 format, long audio cut at its pauses. The declaration the engine serves it by; funasr is imported
 only by the adapter, when the family is served."""
 
-from server.engine.runtime import Family
+from server.family import Family
 from server.models.store import ModelSpec
 
 SPEC = ModelSpec(

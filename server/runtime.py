@@ -7,14 +7,12 @@ up, put a batcher in front of it and make the service the routes call.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -22,11 +20,10 @@ from server.config import Settings
 from server.engine.batching import Batcher, model_thread
 from server.engine.cpu_gate import CpuGate
 from server.errors import ModelNotFound, NotReady, ShuttingDown
+from server.family import Family, named
+from server.metrics import Metrics
 from server.models import store
 from server.models.device import resolve_device, resolve_dtype
-
-if TYPE_CHECKING:  # the app shell's metrics are handed in; the engine does not reach up for them
-    from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +35,6 @@ class Served:
     service: Any
     batcher: Batcher
     created: int
-
-
-@dataclass(frozen=True)
-class Family:
-    """How one model family is served, declared in its package (server/<family>/__init__.py). Code
-    is named by module so that a server without ASR never pays for importing funasr (5-7 s)."""
-
-    spec: store.ModelSpec  # served names, hub id, required files
-    adapter: str  # "module:Class", constructed as Class(path, device, dtype)
-    service: str  # "module:Class", built by Class.from_settings(model, batcher, settings)
-    route: str  # module whose ``router`` serves the family's HTTP API
-    # Max padded cost of one forward pass, in the adapter's unit, for a device type ("cpu", "cuda").
-    batch_budget: Callable[[Settings, str], int]
-    tiny: str  # "module:function" building a tiny random-weight model directory (tests, --demo)
-
-
-def named(ref: str) -> Any:
-    """The object a "module:name" reference names."""
-    module, name = ref.split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def build(family: Family, path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
