@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from server.errors import StartupError, install_error_handlers
 from server.families import FAMILIES
 from server.metrics import Metrics
 from server.tei import routes as tei_routes
+from server.tei.errors import tei_error_body
 from server.transcription import route as transcriptions
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,11 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.metrics = metrics
-    install_error_handlers(app)
-    for module in (health, models, tei_routes, *(importlib.import_module(f.route) for f in FAMILIES.values())):
+    install_error_handlers(app, {path: tei_error_body for path in tei.PATHS})
+    for module in (health, models, tei_routes):
         app.include_router(module.router)
+    for family in FAMILIES.values():
+        app.include_router(family.routes())
     app.include_router(health.metrics_router)
     # Added last = outermost: every response, a 401 or 413 included, carries X-Request-ID and is timed;
     # the key is checked before the body cap, and both before anything reads the body.

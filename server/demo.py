@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 from server.config import Settings
-from server.family import named
 from server.families import FAMILIES
 from server.models.store import NONE
 
@@ -25,7 +24,7 @@ def demo_cache_dir() -> Path:
 
 def build_demo_models(root: Path, kinds: list[str]) -> dict[str, Path]:
     """Build (once; later calls reuse the cache) the tiny model of each kind under ``root``."""
-    return {kind: named(FAMILIES[kind].tiny)(root / kind) for kind in kinds}
+    return {kind: FAMILIES[kind].tiny(root / kind) for kind in kinds}
 
 
 def demo_settings(settings: Settings) -> Settings:

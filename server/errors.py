@@ -1,18 +1,24 @@
 """One error hierarchy, one status table, one body shape, one handler.
 
 Every error leaves the server as OpenAI's ``{"error": {"message", "type", "param", "code"}}``, except on
-TEI's routes, where it is TEI's ``{"error", "error_type"}`` (the handler picks the body by path).
-Internal faults are a 500 with a fixed message; the details go to the log, never to the client.
+the paths of a dialect whose clients read another body: the app registers that dialect's body for
+its paths (``install_error_handlers``; TEI's ``{"error", "error_type"}``, server/tei/errors.py), and
+the handler picks the body by path. Internal faults are a 500 with a fixed message; the details go
+to the log, never to the client.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
-from server.tei import PATHS as TEI_PATHS
+# A dialect's error body from (message, status, code): registered for its paths.
+DialectBody = Callable[[str, int, str | None], dict]
 
 
 class StartupError(Exception):
@@ -169,27 +175,18 @@ def error_body(message: str, type_: str, param: str | None, code: str | None) ->
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def tei_error_body(message: str, status: int, code: str | None) -> dict:
-    """TEI's body, {"error", "error_type"}, with TEI's names for what went wrong; the status stays ours."""
-    if code in ("empty", "overloaded"):
-        error_type = code.capitalize()
-    elif code == "deadline_exceeded":
-        error_type = "Overloaded"
-    elif status == 503:
-        error_type = "Unhealthy"  # loading or shutting down
-    elif status >= 500 or status == 499:
-        error_type = "Backend"
-    elif status == 401:
-        error_type = "Unauthorized"  # TEI's own 401 has no body; its clients read the status
-    else:
-        error_type = "Validation"
-    return {"error": message, "error_type": error_type}
+def _dialect_body(scope: Scope | None) -> DialectBody | None:
+    if scope is None or "app" not in scope:
+        return None
+    bodies: Mapping[str, DialectBody] = getattr(scope["app"].state, "error_bodies", {})
+    return bodies.get(scope.get("path", ""))
 
 
-def error_response(err: ApiError, path: str | None = None) -> JSONResponse:
-    """OpenAI's body; on TEI's routes (``path`` in server.tei.PATHS), TEI's body, which its clients read."""
-    if path in TEI_PATHS:
-        body = tei_error_body(err.message, err.status, err.code)
+def error_response(err: ApiError, scope: Scope | None = None) -> JSONResponse:
+    """OpenAI's body; on a path a dialect registered (``install_error_handlers``), that dialect's."""
+    dialect = _dialect_body(scope)
+    if dialect is not None:
+        body = dialect(err.message, err.status, err.code)
     else:
         body = error_body(err.message, err.type, err.param, err.code)
     return JSONResponse(body, status_code=err.status, headers=err.headers)
@@ -200,30 +197,33 @@ _FRAMEWORK_CODES = {400: "invalid_body", 404: "not_found", 405: "method_not_allo
                     413: "payload_too_large"}
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, dialect_bodies: Mapping[str, DialectBody] | None = None) -> None:
+    """``dialect_bodies``: the error body of each path whose clients read another dialect's."""
+    app.state.error_bodies = dict(dialect_bodies or {})
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError) -> JSONResponse:
-        return error_response(err, request.url.path)
+        return error_response(err, request.scope)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, err: RequestValidationError) -> JSONResponse:
-        return error_response(_not_json(request, err.errors()) or _from_validation(err.errors()), request.url.path)
+        return error_response(_not_json(request, err.errors()) or _from_validation(err.errors()), request.scope)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
         err_type = "invalid_request_error" if err.status_code < 500 else "server_error"
         code = _FRAMEWORK_CODES.get(err.status_code)
-        if request.url.path in TEI_PATHS:
-            body = tei_error_body(str(err.detail), err.status_code, code)
+        dialect = _dialect_body(request.scope)
+        if dialect is not None:
+            body = dialect(str(err.detail), err.status_code, code)
         else:
             body = error_body(str(err.detail), err_type, None, code)
         return JSONResponse(body, status_code=err.status_code, headers=getattr(err, "headers", None))
 
 
-
-def internal_error_response(path: str | None = None) -> JSONResponse:
+def internal_error_response(scope: Scope | None = None) -> JSONResponse:
     """The fixed 500: details go to the log (server/api/middleware.py), never to the client."""
-    if path in TEI_PATHS:
-        return JSONResponse(tei_error_body("Internal server error.", 500, "internal_error"), 500)
+    dialect = _dialect_body(scope)
+    if dialect is not None:
+        return JSONResponse(dialect("Internal server error.", 500, "internal_error"), 500)
     return JSONResponse(error_body("Internal server error.", "server_error", None, "internal_error"), 500)
-

@@ -1,11 +1,13 @@
 """The model families this server serves: one line each. Each family's package declares the rest
 (served names, files, adapter, service, route, batch budget, tiny model) in its ``FAMILY``."""
 
+from typing import Any
+
 from server import embeddings, rerank, transcription
 from server.family import Family
 from server.models.store import ModelSpec
 
-FAMILIES: dict[str, Family] = {f.spec.kind: f for f in (
+FAMILIES: dict[str, Family[Any, Any]] = {f.spec.kind: f for f in (
     embeddings.FAMILY,
     rerank.FAMILY,
     transcription.FAMILY,

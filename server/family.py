@@ -1,32 +1,54 @@
 """The contract every model family declares in its package (server/<family>/__init__.py) and the
-app serves it by (server.runtime)."""
+app serves it by (server.runtime): typed end to end, so a reader or a type checker follows a
+request from its route (``Services.lookup(FAMILY, name)``) to the family's service and on to the
+batcher by jump-to-definition."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from server.config import Settings
-from server.models import store
+from server.engine.batching import Batcher
+from server.models.store import ModelSpec
+
+if TYPE_CHECKING:  # only named in signatures: importing them is the app's business
+    import torch
+    from fastapi import APIRouter
+
+
+class Adapter(Protocol):
+    """What the runtime needs of a loaded model; its batcher calls ``run_batch`` on one thread."""
+
+    def warm_up(self) -> None: ...
+
+    def run_batch(self, payloads: list[Any]) -> list[Any]: ...
+
+
+A = TypeVar("A", bound=Adapter)
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
-class Family:
-    """How one model family is served, declared in its package (server/<family>/__init__.py). Code
-    is named by module so that a server without ASR never pays for importing funasr (5-7 s)."""
+class Family(Generic[A, S]):
+    """How one model family is served. Each callable imports its family's modules when called, so
+    a server without ASR never pays for importing funasr (5-7 s)."""
 
-    spec: store.ModelSpec  # served names, hub id, required files
-    adapter: str  # "module:Class", constructed as Class(path, device, dtype)
-    service: str  # "module:Class", built by Class.from_settings(model, batcher, settings)
-    route: str  # module whose ``router`` serves the family's HTTP API
+    spec: ModelSpec  # served names, hub id, required files
+    load: Callable[[Path, torch.device, torch.dtype], A]  # the adapter, loaded from a model directory
+    serve: Callable[[A, Batcher[Any, Any], Settings], S]  # the service the family's routes call
+    routes: Callable[[], APIRouter]  # the family's HTTP API, every dialect of it
     # Max padded cost of one forward pass, in the adapter's unit, for a device type ("cpu", "cuda").
     batch_budget: Callable[[Settings, str], int]
-    tiny: str  # "module:function" building a tiny random-weight model directory (tests, --demo)
+    tiny: Callable[[Path], Path]  # writes a tiny random-weight model directory there (tests, --demo)
 
 
-def named(ref: str) -> Any:
-    """The object a "module:name" reference names."""
-    module, name = ref.split(":")
-    return getattr(importlib.import_module(module), name)
+class Services(Protocol):
+    """The served models, as the routes see them (server.runtime.Runtime)."""
+
+    def lookup(self, family: Family[Any, S], name: str) -> S:
+        """The family's service if it serves the model ``name``: 404 if not, 503 while loading or
+        draining."""
+        ...

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from server.engine.batching import Batcher
-from server.engine.records import BatchRecord, RequestRecord
+from server.engine.records import BatchRecord, BatcherStats, RequestRecord
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
@@ -24,11 +24,23 @@ _ERROR_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 ITEM_OUTCOMES = ("submitted", "computed", "dropped", "rejected", "failed", "non_finite", "oom_splits")
 
 
+class QueueReport(Protocol):
+    """What a model's batcher reports (server.engine.batching.Batcher): read at scrape time."""
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    def queue_depth_by_priority(self) -> dict[str, int]: ...
+
+    @property
+    def stats(self) -> BatcherStats: ...
+
+
 class _BatcherCollector(Collector):
     """Reads the batchers' own counters at scrape time: one source of truth, no double bookkeeping."""
 
     def __init__(self) -> None:
-        self.batchers: dict[str, Batcher] = {}
+        self.batchers: dict[str, QueueReport] = {}
 
     def collect(self) -> Iterator:
         depth = GaugeMetricFamily("inference_queue_depth", "Items waiting in the model's queue.", labels=["model"])
@@ -124,7 +136,7 @@ class Metrics:
             "inference_input_tokens", "Input tokens accepted, per model.", ["model"], registry=self.registry
         )
 
-    def track(self, model: str, batcher: Batcher) -> None:
+    def track(self, model: str, batcher: QueueReport) -> None:
         self._batchers.batchers[model] = batcher
 
     def batch_observer(self, model: str):

@@ -12,15 +12,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from fastapi import Request
 
 from server.config import Settings
 from server.engine.batching import Batcher, model_thread
 from server.engine.cpu_gate import CpuGate
 from server.errors import ModelNotFound, NotReady, ShuttingDown
-from server.family import Family, named
+from server.family import Family, S
 from server.metrics import Metrics
 from server.models import store
 from server.models.device import resolve_device, resolve_dtype
@@ -32,17 +33,17 @@ log = logging.getLogger(__name__)
 class Served:
     spec: store.ModelSpec
     path: Path
-    service: Any
+    service: object  # the family's own service type (Runtime.lookup restores it)
     batcher: Batcher
     created: int
 
 
-def build(family: Family, path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
-          metrics: Metrics, worker: ThreadPoolExecutor, gate: CpuGate) -> tuple[Any, Batcher]:
+def build(family: Family[Any, S], path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
+          metrics: Metrics, worker: ThreadPoolExecutor, gate: CpuGate) -> tuple[S, Batcher]:
     """Load the adapter, warm it up, put a batcher in front of it, and make the routes' service.
     Runs on ``worker``, the thread that will run the model's forward passes (server.engine.torch_threads)."""
     spec = family.spec
-    model = named(family.adapter)(path, device, dtype)
+    model = family.load(path, device, dtype)
     model.warm_up()
     batcher = Batcher(
         name=spec.served_name,
@@ -60,11 +61,11 @@ def build(family: Family, path: Path, settings: Settings, device: torch.device, 
         deadline_scheduling=settings.deadline_scheduling,
         on_request=metrics.request_observer(spec.served_name),
     )
-    return named(family.service).from_settings(model, batcher, settings), batcher
+    return family.serve(model, batcher, settings), batcher
 
 
 class Runtime:
-    def __init__(self, settings: Settings, metrics: Metrics, families: dict[str, Family]):
+    def __init__(self, settings: Settings, metrics: Metrics, families: dict[str, Family[Any, Any]]):
         self.settings = settings
         self.metrics = metrics
         self.families = families
@@ -104,9 +105,10 @@ class Runtime:
             log.info("loaded %s from %s in %.1f s", spec.served_name, path, time.perf_counter() - started)
         self.ready = True
 
-    def lookup(self, kind: str, name: str) -> Any:
-        """The service for a requested model name: 404 if not served, 503 if still loading or draining."""
-        spec = self.families[kind].spec
+    def lookup(self, family: Family[Any, S], name: str) -> S:
+        """The family's service for a requested model name: 404 if not served, 503 if still loading
+        or draining."""
+        kind, spec = family.spec.kind, family.spec
         if kind not in self.configured or name not in spec.names:
             elsewhere = next((k for k in self.configured if name in self.families[k].spec.names), None)
             here = list(spec.names) if kind in self.configured else []
@@ -115,7 +117,8 @@ class Runtime:
             raise ShuttingDown("The server is shutting down; retry on another replica.")
         if kind not in self.served:
             raise NotReady(f"The model '{name}' is still loading; retry shortly.", code="model_loading")
-        return self.served[kind].service
+        # Served by kind, each of its own family's service type: the one place the type is restored.
+        return cast(S, self.served[kind].service)
 
     def served_names(self) -> list[str]:
         return [name for kind in self.configured for name in self.families[kind].spec.names]
@@ -130,3 +133,9 @@ class Runtime:
                 asyncio.gather(*(s.batcher.close(timeout) for s in self.served.values())))
         await asyncio.shield(self._drain)
 
+
+
+def runtime(request: Request) -> Runtime:
+    """The app's runtime, for the app's own routes (probes, the model list); a family's routes see
+    only its ``Services`` face (server.api.responses.services)."""
+    return request.app.state.runtime

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from server.api.responses import runtime
+from server.runtime import runtime
 
 router = APIRouter(tags=["operations"])
 # Separate, so the app can put it behind the API key (--protect-metrics) while probes stay open.

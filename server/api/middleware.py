@@ -68,7 +68,7 @@ class RequestContext:
                         scope.get("method"), scope.get("path"))
             status = 503
             await error_response(ShuttingDown("The server shut down before this request was done; retry on "
-                                              "another replica."), scope.get("path"))(scope, receive, send_with_id)
+                                              "another replica."), scope)(scope, receive, send_with_id)
         except Exception:
             # Answered here rather than by an exception handler: Starlette's ServerErrorMiddleware
             # re-raises after its handler, which makes uvicorn log twice and drop the keep-alive
@@ -77,7 +77,7 @@ class RequestContext:
             if status_sent:
                 raise
             status = 500
-            await internal_error_response(scope.get("path"))(scope, receive, send_with_id)
+            await internal_error_response(scope)(scope, receive, send_with_id)
         finally:
             route = self.route_label(scope)
             self.metrics.request_seconds.labels(route, str(status)).observe(time.perf_counter() - started)
@@ -104,7 +104,7 @@ class ApiKeyGuard:
             try:
                 scope.setdefault("state", {})[TENANT] = authorized_tenant(header, self.keys)
             except ApiError as err:
-                return await error_response(err, path)(scope, receive, send)
+                return await error_response(err, scope)(scope, receive, send)
         await self.app(scope, receive, send)
 
 
@@ -127,7 +127,7 @@ class BodyLimit:
         limit, message = self.per_path.get(scope["path"], self.default)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return await error_response(PayloadTooLarge(message), scope["path"])(scope, receive, send)
+            return await error_response(PayloadTooLarge(message), scope)(scope, receive, send)
         seen = 0
 
         async def counting_receive() -> Message:
@@ -164,7 +164,7 @@ class SlowBody:
         if b"content-length" in headers and b"transfer-encoding" in headers:
             refusal = InvalidRequest("The request has both Content-Length and Transfer-Encoding; send one of them.",
                                      code="invalid_framing", headers={"Connection": "close"})
-            return await error_response(refusal, scope["path"])(scope, receive, send)
+            return await error_response(refusal, scope)(scope, receive, send)
         body_done = False
 
         async def timed_receive() -> Message:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from server.api.responses import runtime
+from server.runtime import runtime
 from server.api.schema import ERROR_RESPONSES, ModelCard, ModelList
 from server.errors import ModelNotFound
 

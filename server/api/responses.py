@@ -7,10 +7,11 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from server.runtime import Runtime
+from server.family import Services
 
 
-def runtime(request: Request) -> Runtime:
+def services(request: Request) -> Services:
+    """The served models, as a family's routes see them: ``services(request).lookup(FAMILY, name)``."""
     return request.app.state.runtime
 
 

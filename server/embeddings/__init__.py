@@ -1,9 +1,22 @@
 """bge-m3 embeddings, POST /v1/embeddings (OpenAI shape): dense vectors, and bge-m3's sparse and
-ColBERT outputs as an extension. The declaration the engine serves it by."""
+ColBERT outputs as an extension. The declaration the app serves it by."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.config import Settings
+from server.engine.batching import Batcher
 from server.family import Family
 from server.models.store import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+    from fastapi import APIRouter
+
+    from server.embeddings.model import BgeM3
+    from server.embeddings.service import EmbeddingService
 
 SPEC = ModelSpec(
     kind="embedding",
@@ -19,11 +32,37 @@ SPEC = ModelSpec(
     ),
     download_size=2_300_000_000,  # approximate: pytorch_model.bin 2.27 GB, tokenizer and heads ~25 MB
 )
-FAMILY = Family(
+
+
+def load(path: Path, device: torch.device, dtype: torch.dtype) -> BgeM3:
+    from server.embeddings.model import BgeM3
+
+    return BgeM3(path, device, dtype)
+
+
+def serve(model: BgeM3, batcher: Batcher, settings: Settings) -> EmbeddingService:
+    from server.embeddings.service import EmbeddingService
+
+    return EmbeddingService.from_settings(model, batcher, settings)
+
+
+def routes() -> APIRouter:
+    from server.embeddings.route import router
+
+    return router
+
+
+def tiny(target: Path) -> Path:
+    from server.models.tiny_xlmr import build_tiny_bge_m3
+
+    return build_tiny_bge_m3(target)
+
+
+FAMILY: Family[BgeM3, EmbeddingService] = Family(
     spec=SPEC,
-    adapter="server.embeddings.model:BgeM3",
-    service="server.embeddings.service:EmbeddingService",
-    route="server.embeddings.route",
+    load=load,
+    serve=serve,
+    routes=routes,
     batch_budget=Settings.batch_tokens,
-    tiny="server.models.tiny_xlmr:build_tiny_bge_m3",
+    tiny=tiny,
 )

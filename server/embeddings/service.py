@@ -15,6 +15,7 @@ from server.embeddings.schema import EmbeddingRequest
 from server.engine.batching import Batcher, gather_results
 from server.engine.deadlines import Terms
 from server.errors import InvalidRequest
+from server.models.xlmr_common import TextModelDescription, Token, tokens_within
 
 
 def encode_vector(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
@@ -36,6 +37,14 @@ class EmbeddingService:
     def from_settings(cls, model: BgeM3, batcher: Batcher, settings: Settings) -> EmbeddingService:
         return cls(model, batcher, max_tokens=settings.embedding_max_tokens,
                    max_inputs=settings.max_inputs_per_request)
+
+    def describe(self) -> TextModelDescription:
+        return TextModelDescription("embedding", self.model.device, self.max_tokens, self.max_inputs, pooling="cls")
+
+    async def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[Token]]:
+        """Each text's tokens as a person reads them (TEI's /tokenize)."""
+        return await self.batcher.gate.run_preparation(tokens_within, self.model.tokenizer, texts, add_special_tokens,
+                                                       self.max_tokens * self.model.max_piece_chars)
 
     async def create(self, req: EmbeddingRequest, terms: Terms,
                      is_gone: Callable[[], Awaitable[bool]] | None = None) -> dict:

@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.responses import Response
 
 from server.api.nulls import NullMeansDefault
-from server.api.responses import json_response, runtime
+from server.api.responses import json_response, services
 from server.api.schema import PRIORITY_DESCRIPTION, Text
 from server.api.terms import request_terms
-from server.embeddings import SPEC
+from server.embeddings import FAMILY, SPEC
 from server.embeddings.schema import EmbeddingRequest, TokenIds
 from server.engine.fair_queue import Priority
 from server.errors import InvalidRequest
@@ -67,7 +67,7 @@ def to_service(body: TeiEmbedRequest, sparse: bool) -> EmbeddingRequest:
 
 
 async def _embed(body: TeiEmbedRequest, request: Request, sparse: bool) -> Response:
-    service = runtime(request).lookup(SPEC.kind, SPEC.served_name)
+    service = services(request).lookup(FAMILY, SPEC.served_name)
     req = to_service(body, sparse)
     payload = await service.create(req, request_terms(request, req.priority), is_gone=request.is_disconnected)
     tokens = payload["usage"]["prompt_tokens"]

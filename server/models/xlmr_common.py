@@ -1,8 +1,15 @@
-"""Helpers shared by the XLM-R adapters: batch padding, and the longest text worth tokenizing."""
+"""Helpers shared by the XLM-R adapters (and their services): batch padding, the longest text worth
+tokenizing, a text's tokens as a person reads them, and what a served text model is."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Literal
+
 import torch
+
+from server.errors import InvalidRequest
 
 
 def pad_right(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -35,3 +42,48 @@ def cut_chars(tokenizer, text: str, max_chars: int) -> str:
     if len(text) <= max_chars:
         return text
     return normalize(tokenizer, text)[:max_chars]
+
+
+@dataclass(frozen=True)
+class Token:
+    """One token of a text: special ones by their token text, the others by the span of the input
+    they cover, as UTF-8 byte offsets (``start``, ``stop``; None for special tokens)."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+def tokens_of(tokenizer, text: str, add_special_tokens: bool) -> list[Token]:
+    """``text``'s tokens with their spans (the tokenizer gives character offsets; these are bytes)."""
+    enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True,
+                    return_special_tokens_mask=True)
+    byte_at = [0, *accumulate(len(ch.encode("utf-8")) for ch in text)]
+    pieces = tokenizer.convert_ids_to_tokens(enc["input_ids"])
+    return [Token(token_id, piece, True, None, None) if special
+            else Token(token_id, text[start:stop], False, byte_at[start], byte_at[stop])
+            for token_id, (start, stop), special, piece in zip(
+                enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"], pieces)]
+
+
+def tokens_within(tokenizer, texts: list[str], add_special_tokens: bool, max_chars: int) -> list[list[Token]]:
+    """Each text's tokens (TEI's /tokenize); a text longer than ``max_chars`` is refused before
+    anything is tokenized, as the model's own routes refuse it."""
+    for i, text in enumerate(texts):
+        if len(text) > max_chars:
+            raise InvalidRequest(f"inputs[{i}] has {len(text)} characters; at most {max_chars}.", param="inputs")
+    return [tokens_of(tokenizer, t, add_special_tokens) for t in texts]
+
+
+@dataclass(frozen=True)
+class TextModelDescription:
+    """What a served text model is and accepts (``describe()`` of its service)."""
+
+    task: Literal["embedding", "reranker"]
+    device: torch.device
+    max_input_tokens: int  # the longest input it reads: a text, or a (query, document window) pair
+    max_inputs_per_request: int  # texts, or documents
+    pooling: str | None = None  # an embedding model's
+    labels: dict[int, str] | None = None  # a classifier's outputs, by index

@@ -1,9 +1,22 @@
 """bge-reranker-v2-m3, POST /v1/rerank (SiliconFlow shape): long documents scored by their best
-window. The declaration the engine serves it by."""
+window. The declaration the app serves it by."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.config import Settings
+from server.engine.batching import Batcher
 from server.family import Family
 from server.models.store import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+    from fastapi import APIRouter
+
+    from server.rerank.model import BgeReranker
+    from server.rerank.service import RerankService
 
 SPEC = ModelSpec(
     kind="reranker",
@@ -13,11 +26,37 @@ SPEC = ModelSpec(
     required_files=("config.json", "model.safetensors|pytorch_model.bin", "tokenizer.json|sentencepiece.bpe.model"),
     download_size=2_300_000_000,  # approximate: model.safetensors 2.27 GB, tokenizer ~22 MB
 )
-FAMILY = Family(
+
+
+def load(path: Path, device: torch.device, dtype: torch.dtype) -> BgeReranker:
+    from server.rerank.model import BgeReranker
+
+    return BgeReranker(path, device, dtype)
+
+
+def serve(model: BgeReranker, batcher: Batcher, settings: Settings) -> RerankService:
+    from server.rerank.service import RerankService
+
+    return RerankService.from_settings(model, batcher, settings)
+
+
+def routes() -> APIRouter:
+    from server.rerank.route import router
+
+    return router
+
+
+def tiny(target: Path) -> Path:
+    from server.models.tiny_xlmr import build_tiny_reranker
+
+    return build_tiny_reranker(target)
+
+
+FAMILY: Family[BgeReranker, RerankService] = Family(
     spec=SPEC,
-    adapter="server.rerank.model:BgeReranker",
-    service="server.rerank.service:RerankService",
-    route="server.rerank.route",
+    load=load,
+    serve=serve,
+    routes=routes,
     batch_budget=Settings.batch_tokens,
-    tiny="server.models.tiny_xlmr:build_tiny_reranker",
+    tiny=tiny,
 )

@@ -13,11 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.responses import Response
 
 from server.api.nulls import NullMeansDefault
-from server.api.responses import json_response, runtime
+from server.api.responses import json_response, services
 from server.api.schema import ERROR_RESPONSES, PRIORITY_DESCRIPTION, Text
 from server.api.terms import request_terms
 from server.engine.fair_queue import Priority
-from server.rerank import SPEC
+from server.rerank import FAMILY, SPEC
 from server.rerank.schema import DocumentObject, RerankRequest, RerankResult, RerankTokens
 
 PATH = "/v2/rerank"
@@ -79,7 +79,7 @@ def from_service(payload: dict) -> dict:
 @router.post(PATH, response_model=CohereRerankResponse, responses=ERROR_RESPONSES, tags=["rerank"])
 async def rerank_v2(body: CohereRerankRequest, request: Request) -> Response:
     """Cohere's v2 rerank: every document ranked unless top_n says otherwise."""
-    service = runtime(request).lookup(SPEC.kind, body.model)
+    service = services(request).lookup(FAMILY, body.model)
     req = to_service(body)
     payload = await service.rerank(req, request_terms(request, req.priority), is_gone=request.is_disconnected)
     request.app.state.metrics.tokens.labels(SPEC.served_name).inc(payload["tokens"]["input_tokens"])

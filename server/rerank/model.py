@@ -50,6 +50,11 @@ class BgeReranker:
             texts = [cut_chars(self.tokenizer, t, max_chars) for t in texts]
         return self.tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
 
+    @property
+    def labels(self) -> dict[int, str]:
+        """The classifier's output labels by index (one: the relevance logit)."""
+        return {int(k): v for k, v in self.model.config.id2label.items()}
+
     def pair(self, query_ids: list[int], window: list[int]) -> list[int]:
         return self.tokenizer.build_inputs_with_special_tokens(query_ids, window)
 

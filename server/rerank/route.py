@@ -6,10 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from server.api.responses import json_response, runtime
+from server.api.responses import json_response, services
 from server.api.schema import ERROR_RESPONSES
 from server.api.terms import request_terms
-from server.rerank import SPEC, cohere, tei
+from server.rerank import FAMILY, SPEC, cohere, tei
 from server.rerank.schema import RerankRequest, RerankResponse
 
 router = APIRouter()
@@ -20,7 +20,7 @@ router.include_router(tei.router)
 @router.post("/v1/rerank", response_model=RerankResponse, responses=ERROR_RESPONSES, tags=["rerank"])
 async def rerank(body: RerankRequest, request: Request) -> Response:
     """Rank documents by relevance to the query; long documents are scored by their best window."""
-    service = runtime(request).lookup(SPEC.kind, body.model)
+    service = services(request).lookup(FAMILY, body.model)
     payload = await service.rerank(body, request_terms(request, body.priority), is_gone=request.is_disconnected)
     request.app.state.metrics.tokens.labels(SPEC.served_name).inc(payload["tokens"]["input_tokens"])
     return await json_response(payload)

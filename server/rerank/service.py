@@ -23,6 +23,7 @@ from server.config import Settings
 from server.engine.batching import Batcher, gather_results
 from server.engine.deadlines import Terms
 from server.errors import InvalidRequest, PayloadTooLarge
+from server.models.xlmr_common import TextModelDescription, Token, tokens_within
 from server.rerank.model import BgeReranker
 from server.rerank.schema import RerankRequest
 
@@ -75,6 +76,15 @@ class RerankService:
     def from_settings(cls, model: BgeReranker, batcher: Batcher, settings: Settings) -> RerankService:
         return cls(model, batcher, max_length=settings.reranker_max_length,
                    max_documents=settings.rerank_max_documents, max_tokens=settings.rerank_max_tokens)
+
+    def describe(self) -> TextModelDescription:
+        return TextModelDescription("reranker", self.model.device, self.max_length, self.max_documents,
+                                    labels=self.model.labels)
+
+    async def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[Token]]:
+        """Each text's tokens as a person reads them (TEI's /tokenize)."""
+        return await self.batcher.gate.run_preparation(tokens_within, self.model.tokenizer, texts, add_special_tokens,
+                                                       self.model.max_tokens * self.model.max_piece_chars)
 
     async def rerank(self, req: RerankRequest, terms: Terms,
                      is_gone: Callable[[], Awaitable[bool]] | None = None) -> dict:

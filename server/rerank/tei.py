@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.responses import Response
 
 from server.api.nulls import NullMeansDefault
-from server.api.responses import json_response, runtime
+from server.api.responses import json_response, services
 from server.api.schema import PRIORITY_DESCRIPTION, Text
 from server.api.terms import request_terms
 from server.engine.fair_queue import Priority
 from server.errors import InvalidRequest
-from server.rerank import SPEC
+from server.rerank import FAMILY, SPEC
 from server.rerank.schema import RerankRequest
 from server.tei.schema import TEI_ERROR_RESPONSES, TruncationDirection
 
@@ -66,7 +66,7 @@ def from_service(payload: dict) -> list[dict]:
 @router.post(PATH, response_model=list[Rank], responses=TEI_ERROR_RESPONSES, tags=["tei"])
 async def tei_rerank(body: TeiRerankRequest, request: Request) -> Response:
     """TEI's rerank on bge-reranker-v2-m3; x-compute-tokens says how many tokens were fed to the model."""
-    service = runtime(request).lookup(SPEC.kind, SPEC.served_name)
+    service = services(request).lookup(FAMILY, SPEC.served_name)
     req = to_service(body)
     payload = await service.rerank(req, request_terms(request, req.priority), is_gone=request.is_disconnected)
     tokens = payload["tokens"]["input_tokens"]

@@ -1,9 +1,23 @@
 """SenseVoiceSmall, POST /v1/audio/transcriptions (OpenAI's multipart shape): any common audio
-format, long audio cut at its pauses. The declaration the engine serves it by; funasr is imported
+format, long audio cut at its pauses. The declaration the app serves it by; funasr is imported
 only by the adapter, when the family is served."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from server.config import Settings
+from server.engine.batching import Batcher
 from server.family import Family
 from server.models.store import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+    from fastapi import APIRouter
+
+    from server.transcription.model import SenseVoice
+    from server.transcription.service import TranscriptionService
 
 SPEC = ModelSpec(
     kind="asr",
@@ -13,12 +27,38 @@ SPEC = ModelSpec(
     required_files=("config.yaml", "model.pt", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model"),
     download_size=940_000_000,  # approximate: model.pt 0.94 GB, the rest (tokenizer, examples) ~2 MB
 )
-FAMILY = Family(
+
+
+def load(path: Path, device: torch.device, dtype: torch.dtype) -> SenseVoice:
+    from server.transcription.model import SenseVoice
+
+    return SenseVoice(path, device, dtype)
+
+
+def serve(model: SenseVoice, batcher: Batcher, settings: Settings) -> TranscriptionService:
+    from server.transcription.service import TranscriptionService
+
+    return TranscriptionService.from_settings(model, batcher, settings)
+
+
+def routes() -> APIRouter:
+    from server.transcription.route import router
+
+    return router
+
+
+def tiny(target: Path) -> Path:
+    from server.transcription.tiny import build_tiny_sensevoice
+
+    return build_tiny_sensevoice(target)
+
+
+FAMILY: Family[SenseVoice, TranscriptionService] = Family(
     spec=SPEC,
-    adapter="server.transcription.model:SenseVoice",
-    service="server.transcription.service:TranscriptionService",
-    route="server.transcription.route",
+    load=load,
+    serve=serve,
+    routes=routes,
     # SenseVoice's cost is in 10 ms frames: the budget is padded audio seconds x 100.
     batch_budget=lambda settings, device_type: int(settings.asr_max_batch_seconds * 100),
-    tiny="server.transcription.tiny:build_tiny_sensevoice",
+    tiny=tiny,
 )

@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from starlette.responses import Response
 
-from server.api.responses import runtime
+from server.api.responses import services
 from server.api.schema import ERROR_RESPONSES, PRIORITY_DESCRIPTION, Text
 from server.api.terms import request_terms
 from server.engine.fair_queue import Priority
 from server.errors import InvalidRequest, PayloadTooLarge
-from server.transcription import SPEC, translations
+from server.transcription import FAMILY, translations
 from server.transcription.render import render
 from server.transcription.schema import (
     STREAMED_FORMATS,
@@ -87,7 +87,7 @@ async def create_transcription(
     priority: Annotated[Priority, Form(description=PRIORITY_DESCRIPTION)] = "normal",
 ) -> Response:
     await refuse_repeated_fields(request)
-    service = runtime(request).lookup(SPEC.kind, model)
+    service = services(request).lookup(FAMILY, model)
     if stream and response_format not in STREAMED_FORMATS:
         raise InvalidRequest(
             f"stream=true sends transcript events, which carry text: use response_format json or text "
