@@ -22,7 +22,6 @@ from server.families import FAMILIES
 from server.metrics import Metrics
 from server.tei import routes as tei_routes
 from server.tei.errors import tei_error_body
-from server.transcription import route as transcriptions
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +79,10 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.include_router(health.metrics_router)
     # Added last = outermost: every response, a 401 or 413 included, carries X-Request-ID and is timed;
     # the key is checked before the body cap, and both before anything reads the body.
-    upload_cap = settings.asr_max_upload_bytes + transcriptions.MULTIPART_OVERHEAD
-    upload_refusal = f"The audio file is larger than {settings.asr_max_upload_bytes} bytes."  # the route's words
     app.add_middleware(SlowBody, timeout=settings.body_read_timeout)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
-                       per_path={transcriptions.PATH: (upload_cap, upload_refusal)})
+                       per_path={path: limit for family in FAMILIES.values()
+                                 for path, limit in family.body_limits(settings).items()})
     # The key guards /v1 and /v2 (OpenAI, SiliconFlow, Jina, Cohere) and TEI's routes, which sit at the root.
     protected = ("/v1/", "/v2/", "/metrics") if settings.protect_metrics else ("/v1/", "/v2/")
     app.add_middleware(ApiKeyGuard, keys=settings.api_keys, prefixes=protected, paths=tei.PATHS)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from server.config import Settings
 from server.families import FAMILIES
-from server.models.store import NONE
+from server.models.store import is_off
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def build_demo_models(root: Path, kinds: list[str]) -> dict[str, Path]:
 
 def demo_settings(settings: Settings) -> Settings:
     """The same settings with every served model replaced by its tiny stand-in."""
-    kinds = [k for k in FAMILIES if getattr(settings, f"{k}_model").lower() != NONE]
+    kinds = [k for k in FAMILIES if not is_off(getattr(settings, f"{k}_model"))]
     log.info("demo: preparing the tiny models in %s (built on the first start, a few seconds; reused after)",
              demo_cache_dir())
     paths = build_demo_models(demo_cache_dir(), kinds)

@@ -29,6 +29,12 @@ class Adapter(Protocol):
 
 A = TypeVar("A", bound=Adapter)
 S = TypeVar("S")
+# A path's own cap on the request body and the sentence that refuses a body over it (413).
+BodyLimits = dict[str, tuple[int, str]]
+
+
+def no_body_limits(settings: Settings) -> BodyLimits:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,18 @@ class Family(Generic[A, S]):
     # Max padded cost of one forward pass, in the adapter's unit, for a device type ("cpu", "cuda").
     batch_budget: Callable[[Settings, str], int]
     tiny: Callable[[Path], Path]  # writes a tiny random-weight model directory there (tests, --demo)
+    # Paths that take bodies larger than the JSON cap (--max-body-bytes): uploads.
+    body_limits: Callable[[Settings], BodyLimits] = no_body_limits
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one request fed its model and got back, in tokens (a text model's input tokens; for
+    audio, the encoder's input frames). Counted in one place for every route
+    (server.api.responses.answer), and told in each dialect's words by its renderer."""
+
+    input_tokens: int
+    output_tokens: int = 0
 
 
 class Services(Protocol):

@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from server.engine.records import BatchRecord, BatcherStats, RequestRecord
+from server.family import Usage
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
@@ -73,6 +74,10 @@ class _BatcherCollector(Collector):
             "the missed, those failed before their deadline with their remaining work dropped.",
             labels=["model", "outcome"],
         )
+        busy = CounterMetricFamily(
+            "inference_busy_seconds", "Seconds the model spent in forward passes; its rate is the model's "
+            "utilization (1: never idle).", labels=["model"],
+        )
         for model, batcher in self.batchers.items():
             depth.add_metric([model], batcher.queue_depth)
             for priority, count in batcher.queue_depth_by_priority().items():
@@ -83,6 +88,7 @@ class _BatcherCollector(Collector):
             cost.add_metric([model, "real"], s.real_cost)
             cost.add_metric([model, "padded"], s.padded_cost)
             fixed.add_metric([model], s.fixed_cost)
+            busy.add_metric([model], s.busy_seconds)
             refused.add_metric([model, "deadline"], s.refused_deadline)
             refused.add_metric([model, "queue_full"], s.refused_queue_full)
             deadlines.add_metric([model, "met"], s.deadline_met)
@@ -95,6 +101,7 @@ class _BatcherCollector(Collector):
         yield fixed
         yield refused
         yield deadlines
+        yield busy
 
 
 class Metrics:
@@ -133,8 +140,18 @@ class Metrics:
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
         self.tokens = Counter(
-            "inference_input_tokens", "Input tokens accepted, per model.", ["model"], registry=self.registry
+            "inference_input_tokens", "Input tokens of the requests answered, per model (for audio, the encoder's "
+            "input frames).", ["model"], registry=self.registry
         )
+        self.output_tokens = Counter(
+            "inference_output_tokens", "Tokens the model produced for the requests answered (transcription's text "
+            "tokens; none for embeddings and rerank).", ["model"], registry=self.registry
+        )
+
+    def count(self, model: str, usage: Usage) -> None:
+        self.tokens.labels(model).inc(usage.input_tokens)
+        if usage.output_tokens:
+            self.output_tokens.labels(model).inc(usage.output_tokens)
 
     def track(self, model: str, batcher: QueueReport) -> None:
         self._batchers.batchers[model] = batcher

@@ -74,7 +74,7 @@ class Runtime:
         self.ready = False
         self._drain: asyncio.Future | None = None  # the batchers' drain, once started
         self.configured = [
-            kind for kind in families if getattr(settings, f"{kind}_model").strip().lower() != store.NONE
+            kind for kind in families if not store.is_off(getattr(settings, f"{kind}_model"))
         ]
 
     async def load_all(self) -> None:

@@ -87,6 +87,7 @@ def test_metrics_report_queue_batches_and_latency(embed_server):
         "inference_batch_seconds_bucket",
         'inference_request_seconds_count{route="/v1/embeddings",status="200"}',
         'inference_input_tokens_total{model="bge-m3"}',
+        'inference_busy_seconds_total{model="bge-m3"}',
     ):
         assert name in text, name
     value = lambda series: float(next(l for l in text.splitlines() if l.startswith(series)).split()[-1])  # noqa: E731
@@ -95,6 +96,7 @@ def test_metrics_report_queue_batches_and_latency(embed_server):
     real, padded = value('inference_batch_cost_total{kind="real",model="bge-m3"}'), value(
         'inference_batch_cost_total{kind="padded",model="bge-m3"}')
     assert real == value('inference_input_tokens_total{model="bge-m3"}') and padded >= real
+    assert value('inference_busy_seconds_total{model="bge-m3"}') > 0
 
 
 def test_unknown_route_and_method_use_the_error_shape(embed_server):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import orjson
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from server.family import Services
+from server.family import Family, Services, Usage
 
 
 def services(request: Request) -> Services:
@@ -21,3 +24,19 @@ async def json_response(payload: dict) -> Response:
     1.3 MB for json.dumps of Python lists."""
     body = await run_in_threadpool(orjson.dumps, payload, option=orjson.OPT_SERIALIZE_NUMPY)
     return Response(body, media_type="application/json")
+
+
+def count(request: Request, family: Family[Any, Any], usage: Usage) -> None:
+    """A request's usage into the metrics: every route's, through here (``answer``, and the
+    transcription stream when it ends)."""
+    request.app.state.metrics.count(family.spec.served_name, usage)
+
+
+async def answer(request: Request, family: Family[Any, Any], usage: Usage, body: Any,
+                 headers: Mapping[str, str] | None = None) -> Response:
+    """How a family's route answers: its usage counted, then ``body`` as JSON (or as the response
+    it already is: a subtitle file, say), with ``headers``."""
+    count(request, family, usage)
+    response = body if isinstance(body, Response) else await json_response(body)
+    response.headers.update(headers or {})
+    return response

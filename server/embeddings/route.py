@@ -6,10 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from server.api.responses import json_response, services
+from server.api.responses import answer, services
 from server.api.schema import ERROR_RESPONSES
 from server.api.terms import request_terms
-from server.embeddings import FAMILY, SPEC, tei
+from server.embeddings import FAMILY, tei
+from server.embeddings.render import openai_body
 from server.embeddings.schema import EmbeddingRequest, EmbeddingResponse
 
 router = APIRouter()
@@ -20,6 +21,5 @@ router.include_router(tei.router)
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
     """Dense bge-m3 vectors; `return_sparse` / `return_colbert` add bge-m3's other two outputs."""
     service = services(request).lookup(FAMILY, body.model)
-    payload = await service.create(body, request_terms(request, body.priority), is_gone=request.is_disconnected)
-    request.app.state.metrics.tokens.labels(SPEC.served_name).inc(payload["usage"]["prompt_tokens"])
-    return await json_response(payload)
+    embedded = await service.create(body, request_terms(request, body.priority), is_gone=request.is_disconnected)
+    return await answer(request, FAMILY, embedded.usage, openai_body(embedded, body, service.token_text))

@@ -4,10 +4,8 @@ translated onto ``EmbeddingService.create`` (server/embeddings/tei.py)."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Awaitable, Callable
-
-import numpy as np
+from dataclasses import dataclass
 
 from server.config import Settings
 from server.embeddings.model import BgeM3, EmbedItem, EmbedResult
@@ -15,15 +13,16 @@ from server.embeddings.schema import EmbeddingRequest
 from server.engine.batching import Batcher, gather_results
 from server.engine.deadlines import Terms
 from server.errors import InvalidRequest
+from server.family import Usage
 from server.models.xlmr_common import TextModelDescription, Token, tokens_within
 
 
-def encode_vector(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
-    """base64: OpenAI's raw little-endian float32 bytes. float: the array itself, which the JSON
-    encoder writes as numbers (server/api/responses.py)."""
-    if encoding_format == "base64":
-        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-    return np.ascontiguousarray(vector, dtype=np.float32)
+@dataclass(frozen=True)
+class Embedded:
+    """One request's vectors, in its inputs' order, and what it fed the model."""
+
+    results: list[EmbedResult]
+    usage: Usage
 
 
 class EmbeddingService:
@@ -47,7 +46,7 @@ class EmbeddingService:
                                                        self.max_tokens * self.model.max_piece_chars)
 
     async def create(self, req: EmbeddingRequest, terms: Terms,
-                     is_gone: Callable[[], Awaitable[bool]] | None = None) -> dict:
+                     is_gone: Callable[[], Awaitable[bool]] | None = None) -> Embedded:
         if req.dimensions is not None and req.dimensions != self.model.dim:
             raise InvalidRequest(
                 f"dimensions={req.dimensions} is not supported: bge-m3 vectors have {self.model.dim} dimensions.",
@@ -61,14 +60,10 @@ class EmbeddingService:
                       len(ids)) for ids in token_ids]
             futures = admission.submit(items)
         results: list[EmbedResult] = await gather_results(futures, terms, is_gone)
+        return Embedded(results, Usage(sum(len(ids) for ids in token_ids)))
 
-        tokens = sum(len(ids) for ids in token_ids)
-        return {
-            "object": "list",
-            "data": [self._data(i, r, req) for i, r in enumerate(results)],
-            "model": req.model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
+    def token_text(self, token_id: int) -> str:
+        return self.model.token_text(token_id)
 
     def _as_list(self, raw: str | list) -> list[str | list[int]]:
         if isinstance(raw, str):
@@ -132,16 +127,3 @@ class EmbeddingService:
             )
         # Same as the tokenizer's own truncation of one sequence: keep <s> and the head, end with </s>.
         return ids[: self.max_tokens - 1] + ids[-1:]
-
-    def _data(self, index: int, result: EmbedResult, req: EmbeddingRequest) -> dict:
-        data = {"object": "embedding", "index": index, "embedding": encode_vector(result.dense, req.encoding_format)}
-        if result.sparse is not None:
-            key = self.model.token_text if req.sparse_format == "token" else str
-            data["sparse_embedding"] = {key(token_id): w for token_id, w in result.sparse.items()}
-        if result.colbert is not None:
-            colbert = result.colbert
-            data["colbert_embedding"] = (
-                [encode_vector(v, "base64") for v in colbert] if req.encoding_format == "base64"
-                else encode_vector(colbert, "float")
-            )
-        return data

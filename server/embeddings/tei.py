@@ -18,13 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.responses import Response
 
 from server.api.nulls import NullMeansDefault
-from server.api.responses import json_response, services
+from server.api.responses import answer, services
 from server.api.schema import PRIORITY_DESCRIPTION, Text
 from server.api.terms import request_terms
 from server.embeddings import FAMILY, SPEC
+from server.embeddings.render import encode_vector
 from server.embeddings.schema import EmbeddingRequest, TokenIds
 from server.engine.fair_queue import Priority
 from server.errors import InvalidRequest
+from server.tei import compute_headers
 from server.tei.schema import TEI_ERROR_RESPONSES, TruncationDirection
 
 router = APIRouter()
@@ -69,19 +71,15 @@ def to_service(body: TeiEmbedRequest, sparse: bool) -> EmbeddingRequest:
 async def _embed(body: TeiEmbedRequest, request: Request, sparse: bool) -> Response:
     service = services(request).lookup(FAMILY, SPEC.served_name)
     req = to_service(body, sparse)
-    payload = await service.create(req, request_terms(request, req.priority), is_gone=request.is_disconnected)
-    tokens = payload["usage"]["prompt_tokens"]
-    request.app.state.metrics.tokens.labels(SPEC.served_name).inc(tokens)
+    embedded = await service.create(req, request_terms(request, req.priority), is_gone=request.is_disconnected)
     if sparse:
-        vectors = [sorted(({"index": int(k), "value": v} for k, v in d["sparse_embedding"].items()),
-                          key=lambda e: e["index"]) for d in payload["data"]]
+        vectors: list = [[{"index": token_id, "value": weight} for token_id, weight in sorted((r.sparse or {}).items())]
+                         for r in embedded.results]
     else:
-        vectors = [d["embedding"] for d in payload["data"]]
-    response = await json_response(vectors)
-    response.headers["x-compute-tokens"] = str(tokens)
+        vectors = [encode_vector(r.dense, "float") for r in embedded.results]
     inputs = [body.inputs] if isinstance(body.inputs, str) or isinstance(body.inputs[0], int) else body.inputs
-    response.headers["x-compute-characters"] = str(sum(map(len, inputs)))
-    return response
+    return await answer(request, FAMILY, embedded.usage, vectors,
+                        compute_headers(embedded.usage, characters=sum(map(len, inputs))))
 
 
 @router.post("/embed", response_model=list[list[float]], responses=TEI_ERROR_RESPONSES, tags=["tei"])

@@ -490,7 +490,7 @@ class Batcher(Generic[P, R]):
         self.stats.failed += failed
         costs = [it.cost for it in batch]
         waits = [(it.flow.priority, it.flow.tenant.label, now - it.queued_at) for it in batch]
-        record = BatchRecord(len(batch), len(batch) * max(costs), sum(costs), seconds, failed, waits)
+        record = BatchRecord(len(batch), len(batch) * max(costs), sum(costs), seconds, waits)
         self.stats.real_cost += record.real_cost
         self.stats.padded_cost += record.padded_cost
         self.stats.busy_seconds += seconds

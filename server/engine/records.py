@@ -14,7 +14,6 @@ class BatchRecord:
     padded_cost: int
     real_cost: int
     seconds: float
-    failed_items: int
     waits: list[tuple[str, str, float]] = field(default_factory=list)  # (priority, tenant, seconds queued to computed)
 
 

@@ -38,7 +38,7 @@ def check_models(settings: Settings, specs: dict[str, store.ModelSpec]) -> None:
     absent: list[Absent] = []
     for kind, spec in specs.items():
         value = getattr(settings, f"{kind}_model")
-        if value.strip().lower() == store.NONE:
+        if store.is_off(value):
             continue
         try:
             if store.find_local(spec, value, settings.models_dir) is None:

@@ -15,6 +15,11 @@ log = logging.getLogger(__name__)
 NONE = "none"
 
 
+def is_off(value: str) -> bool:
+    """Whether a model setting switches its model off (``none``, in any case, spaces around)."""
+    return value.strip().lower() == NONE
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Where one model family's files come from (declared in the family's package)."""
@@ -74,7 +79,7 @@ def find_local(spec: ModelSpec, value: str, models_dir: Path) -> Path | None:
 
 def resolve(spec: ModelSpec, value: str, models_dir: Path, offline: bool) -> Path | None:
     """Find the directory of a model given its setting (a path, a hub id, or ``none``)."""
-    if value.strip().lower() == NONE:
+    if is_off(value):
         return None
     local = find_local(spec, value, models_dir)
     if local is not None:

@@ -8,17 +8,21 @@ read up to ``max_tokens_per_doc`` tokens (4096), then windowed as on /v1/rerank.
 
 from __future__ import annotations
 
+import uuid
+
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.responses import Response
 
 from server.api.nulls import NullMeansDefault
-from server.api.responses import json_response, services
+from server.api.responses import answer, services
 from server.api.schema import ERROR_RESPONSES, PRIORITY_DESCRIPTION, Text
 from server.api.terms import request_terms
 from server.engine.fair_queue import Priority
-from server.rerank import FAMILY, SPEC
-from server.rerank.schema import DocumentObject, RerankRequest, RerankResult, RerankTokens
+from server.rerank import FAMILY
+from server.rerank.render import cohere_meta, results
+from server.rerank.schema import BilledUnits, DocumentObject, RerankRequest, RerankResult, RerankTokens
+from server.rerank.service import Ranking
 
 PATH = "/v2/rerank"
 COHERE_MAX_TOKENS_PER_DOC = 4096
@@ -47,13 +51,9 @@ class ApiVersion(BaseModel):
     version: str = "2"
 
 
-class CohereBilledUnits(BaseModel):
-    search_units: int
-
-
 class CohereMeta(BaseModel):
     api_version: ApiVersion
-    billed_units: CohereBilledUnits
+    billed_units: BilledUnits
     tokens: RerankTokens
 
 
@@ -71,9 +71,12 @@ def to_service(body: CohereRerankRequest) -> RerankRequest:
     )
 
 
-def from_service(payload: dict) -> dict:
-    return {"id": payload["id"], "results": payload["results"],
-            "meta": {"api_version": {"version": "2"}, **payload["meta"]}}
+def cohere_body(ranking: Ranking) -> dict:
+    meta = cohere_meta(ranking)
+    return CohereRerankResponse(
+        id=uuid.uuid4().hex, results=results(ranking),
+        meta=CohereMeta(api_version=ApiVersion(), billed_units=meta.billed_units, tokens=meta.tokens),
+    ).model_dump(exclude_none=True)
 
 
 @router.post(PATH, response_model=CohereRerankResponse, responses=ERROR_RESPONSES, tags=["rerank"])
@@ -81,6 +84,5 @@ async def rerank_v2(body: CohereRerankRequest, request: Request) -> Response:
     """Cohere's v2 rerank: every document ranked unless top_n says otherwise."""
     service = services(request).lookup(FAMILY, body.model)
     req = to_service(body)
-    payload = await service.rerank(req, request_terms(request, req.priority), is_gone=request.is_disconnected)
-    request.app.state.metrics.tokens.labels(SPEC.served_name).inc(payload["tokens"]["input_tokens"])
-    return await json_response(from_service(payload))
+    ranking = await service.rerank(req, request_terms(request, req.priority), is_gone=request.is_disconnected)
+    return await answer(request, FAMILY, ranking.usage, cohere_body(ranking))

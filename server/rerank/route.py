@@ -6,10 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from server.api.responses import json_response, services
+from server.api.responses import answer, services
 from server.api.schema import ERROR_RESPONSES
 from server.api.terms import request_terms
-from server.rerank import FAMILY, SPEC, cohere, tei
+from server.rerank import FAMILY, cohere, tei
+from server.rerank.render import siliconflow_body
 from server.rerank.schema import RerankRequest, RerankResponse
 
 router = APIRouter()
@@ -21,6 +22,5 @@ router.include_router(tei.router)
 async def rerank(body: RerankRequest, request: Request) -> Response:
     """Rank documents by relevance to the query; long documents are scored by their best window."""
     service = services(request).lookup(FAMILY, body.model)
-    payload = await service.rerank(body, request_terms(request, body.priority), is_gone=request.is_disconnected)
-    request.app.state.metrics.tokens.labels(SPEC.served_name).inc(payload["tokens"]["input_tokens"])
-    return await json_response(payload)
+    ranking = await service.rerank(body, request_terms(request, body.priority), is_gone=request.is_disconnected)
+    return await answer(request, FAMILY, ranking.usage, siliconflow_body(ranking))

@@ -16,13 +16,14 @@ The rules (documented in the README):
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from server.config import Settings
 from server.engine.batching import Batcher, gather_results
 from server.engine.deadlines import Terms
 from server.errors import InvalidRequest, PayloadTooLarge
+from server.family import Usage
 from server.models.xlmr_common import TextModelDescription, Token, tokens_within
 from server.rerank.model import BgeReranker
 from server.rerank.schema import RerankRequest
@@ -51,15 +52,20 @@ def sigmoid(x: float) -> float:
     return e / (1.0 + e)
 
 
-def usage(tokens: int, pairs: int) -> dict:
-    """The token count in each rerank dialect's words: SiliconFlow's ``tokens``, Jina's ``usage``,
-    Cohere's ``meta`` (a search unit is 100 documents, each window of a long one counting as one)."""
-    return {
-        "tokens": {"input_tokens": tokens, "output_tokens": 0},
-        "usage": {"total_tokens": tokens, "prompt_tokens": tokens},
-        "meta": {"billed_units": {"search_units": math.ceil(pairs / 100)},
-                 "tokens": {"input_tokens": tokens, "output_tokens": 0}},
-    }
+@dataclass(frozen=True)
+class RankedDocument:
+    index: int  # its place in the request's documents
+    score: float  # sigmoid of its best window's logit (the logit itself with raw_scores)
+    text: str | None = None  # with return_documents
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """One request's documents, best first (``top_n`` of them), and what it fed the model."""
+
+    results: list[RankedDocument]
+    usage: Usage
+    pairs: int  # (query, window) pairs scored: each window of a long document counts as one
 
 
 class RerankService:
@@ -87,7 +93,7 @@ class RerankService:
                                                        self.model.max_tokens * self.model.max_piece_chars)
 
     async def rerank(self, req: RerankRequest, terms: Terms,
-                     is_gone: Callable[[], Awaitable[bool]] | None = None) -> dict:
+                     is_gone: Callable[[], Awaitable[bool]] | None = None) -> Ranking:
         texts = [d if isinstance(d, str) else d.text for d in req.documents]
         if not req.query.strip():
             raise InvalidRequest("query must not be empty.", param="query")
@@ -114,13 +120,8 @@ class RerankService:
             best[owner] = max(best[owner], logit)
         scores = best if req.raw_scores else [sigmoid(b) for b in best]
         ranked = sorted(range(len(texts)), key=lambda i: -scores[i])[: req.top_n]  # stable: ties keep order
-        results = []
-        for i in ranked:
-            result: dict = {"index": i, "relevance_score": scores[i]}
-            if req.return_documents:
-                result = {"document": {"text": texts[i]}, **result}
-            results.append(result)
-        return {"id": uuid.uuid4().hex, "results": results, **usage(tokens, len(pairs))}
+        results = [RankedDocument(i, scores[i], texts[i] if req.return_documents else None) for i in ranked]
+        return Ranking(results, Usage(tokens), len(pairs))
 
     def _pairs(self, req: RerankRequest, texts: list[str]) -> tuple[list[list[int]], list[int]]:
         """Every (query, window) pair as model input ids, with the document each belongs to."""

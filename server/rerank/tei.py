@@ -13,13 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.responses import Response
 
 from server.api.nulls import NullMeansDefault
-from server.api.responses import json_response, services
+from server.api.responses import answer, services
 from server.api.schema import PRIORITY_DESCRIPTION, Text
 from server.api.terms import request_terms
 from server.engine.fair_queue import Priority
 from server.errors import InvalidRequest
 from server.rerank import FAMILY, SPEC
 from server.rerank.schema import RerankRequest
+from server.rerank.service import Ranking
+from server.tei import compute_headers
 from server.tei.schema import TEI_ERROR_RESPONSES, TruncationDirection
 
 PATH = "/rerank"
@@ -53,14 +55,8 @@ def to_service(body: TeiRerankRequest) -> RerankRequest:
                          return_documents=body.return_text, raw_scores=body.raw_scores, priority=body.priority)
 
 
-def from_service(payload: dict) -> list[dict]:
-    ranks = []
-    for result in payload["results"]:
-        rank = {"index": result["index"], "score": result["relevance_score"]}
-        if "document" in result:
-            rank["text"] = result["document"]["text"]
-        ranks.append(rank)
-    return ranks
+def tei_body(ranking: Ranking) -> list[dict]:
+    return [Rank(index=r.index, text=r.text, score=r.score).model_dump(exclude_none=True) for r in ranking.results]
 
 
 @router.post(PATH, response_model=list[Rank], responses=TEI_ERROR_RESPONSES, tags=["tei"])
@@ -68,10 +64,6 @@ async def tei_rerank(body: TeiRerankRequest, request: Request) -> Response:
     """TEI's rerank on bge-reranker-v2-m3; x-compute-tokens says how many tokens were fed to the model."""
     service = services(request).lookup(FAMILY, SPEC.served_name)
     req = to_service(body)
-    payload = await service.rerank(req, request_terms(request, req.priority), is_gone=request.is_disconnected)
-    tokens = payload["tokens"]["input_tokens"]
-    request.app.state.metrics.tokens.labels(SPEC.served_name).inc(tokens)
-    response = await json_response(from_service(payload))
-    response.headers["x-compute-tokens"] = str(tokens)
-    response.headers["x-compute-characters"] = str(len(body.query) * len(body.texts) + sum(map(len, body.texts)))
-    return response
+    ranking = await service.rerank(req, request_terms(request, req.priority), is_gone=request.is_disconnected)
+    characters = len(body.query) * len(body.texts) + sum(map(len, body.texts))
+    return await answer(request, FAMILY, ranking.usage, tei_body(ranking), compute_headers(ranking.usage, characters))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from server.config import Settings
 from server.engine.batching import Batcher
-from server.family import Family
+from server.family import BodyLimits, Family
 from server.models.store import ModelSpec
 
 if TYPE_CHECKING:
@@ -47,6 +47,12 @@ def routes() -> APIRouter:
     return router
 
 
+def body_limits(settings: Settings) -> BodyLimits:
+    from server.transcription.route import body_limits
+
+    return body_limits(settings)
+
+
 def tiny(target: Path) -> Path:
     from server.transcription.tiny import build_tiny_sensevoice
 
@@ -61,4 +67,5 @@ FAMILY: Family[SenseVoice, TranscriptionService] = Family(
     # SenseVoice's cost is in 10 ms frames: the budget is padded audio seconds x 100.
     batch_budget=lambda settings, device_type: int(settings.asr_max_batch_seconds * 100),
     tiny=tiny,
+    body_limits=body_limits,
 )

@@ -24,7 +24,7 @@ import numpy as np
 from server.errors import InvalidRequest
 from server.transcription.upload_budget import Hold
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16000  # what every upload is decoded to: SenseVoice's front end reads 16 kHz
 
 # 2 kHz is below any recording meant for listening (telephony is 8 kHz, the oldest formats 4-6 kHz);
 # 768 kHz is the highest rate audio interfaces record at. 64 channels: a MADI stream, or 7th-order

@@ -23,9 +23,8 @@ from server.errors import StartupError
 from server.models.cpu_bf16 import SanmEncoder, fast_path
 from server.models.finite import finite_rows, non_finite
 from server.transcription.ctc import CtcBestPath, best_path
+from server.transcription.audio import SAMPLE_RATE
 from server.transcription.tags import is_tag_piece, split_rich_text
-
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)

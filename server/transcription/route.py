@@ -8,11 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from starlette.responses import Response
 
-from server.api.responses import services
+from server.api.responses import answer, count, services
 from server.api.schema import ERROR_RESPONSES, PRIORITY_DESCRIPTION, Text
 from server.api.terms import request_terms
 from server.engine.fair_queue import Priority
+from server.config import Settings
 from server.errors import InvalidRequest, PayloadTooLarge
+from server.family import BodyLimits
 from server.transcription import FAMILY, translations
 from server.transcription.render import render
 from server.transcription.schema import (
@@ -29,6 +31,16 @@ from server.transcription.streaming import transcript_stream
 PATH = "/v1/audio/transcriptions"
 # Room for the multipart boundaries and the small form fields around the file.
 MULTIPART_OVERHEAD = 64 * 1024
+
+def too_large(max_upload_bytes: int) -> str:
+    return f"The audio file is larger than {max_upload_bytes} bytes."
+
+
+def body_limits(settings: Settings) -> BodyLimits:
+    """The upload's cap on the whole body, checked as it streams in (server.api.middleware.BodyLimit),
+    refused in the words of the documented limit."""
+    return {PATH: (settings.asr_max_upload_bytes + MULTIPART_OVERHEAD, too_large(settings.asr_max_upload_bytes))}
+
 
 router = APIRouter()
 router.include_router(translations.router)
@@ -95,14 +107,16 @@ async def create_transcription(
             param="response_format", code="unsupported_value")
     data = await file.read()
     limit = request.app.state.settings.asr_max_upload_bytes
-    if len(data) > limit:
-        raise PayloadTooLarge(f"The audio file is larger than {limit} bytes.")
+    if len(data) > limit:  # the body's cap (body_limits) leaves room for the form around the file
+        raise PayloadTooLarge(too_large(limit))
     if not data:
         raise InvalidRequest("The audio file is empty.", param="file", code="invalid_audio")
     options = dict(language=language, use_itn=use_itn, terms=request_terms(request, priority))
     if stream:
         # Decoding, speech detection and queueing happen first: bad audio is still a plain 4xx.
-        return transcript_stream(service, await service.queue(data, **options))
+        return transcript_stream(service, await service.queue(data, **options),
+                                 on_done=lambda usage: count(request, FAMILY, usage))
     verbose = response_format == "verbose_json"  # the only answer that reports the posteriors
     transcript = await service.transcribe(data, **options, posteriors=verbose, is_gone=request.is_disconnected)
-    return await render(transcript, response_format, words="word" in (timestamp_granularities or ()))
+    return await answer(request, FAMILY, transcript.usage,
+                        await render(transcript, response_format, words="word" in (timestamp_granularities or ())))

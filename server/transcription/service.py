@@ -24,6 +24,7 @@ from server.engine.batching import Admission, Batcher, gather_results
 from server.engine.deadlines import Terms
 from server.engine.torch_threads import one_torch_thread
 from server.errors import Timeout
+from server.family import Usage
 from server.transcription.audio import SAMPLE_RATE, decode_audio
 from server.transcription.model import AsrItem, AsrResult, SenseVoice
 from server.transcription.upload_budget import UploadBudget
@@ -79,6 +80,12 @@ class Transcript:
         for seg in self.segments:
             text += text_delta(seg, after_text=bool(text))
         return text
+
+    @property
+    def usage(self) -> Usage:
+        """The encoder's input frames (60 ms of audio each, and its query frames per segment) and the
+        tokens the model emitted, tags included: OpenAI's token usage for transcription."""
+        return Usage(sum(s.result.encoder_frames for s in self.segments), sum(s.result.emitted for s in self.segments))
 
     @property
     def language(self) -> str | None:

@@ -19,7 +19,7 @@ queued items are dropped by the batcher and never computed.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 from pydantic import BaseModel
@@ -29,6 +29,7 @@ from starlette.background import BackgroundTask
 
 from server.api.schema import ErrorDetail
 from server.errors import ApiError
+from server.family import Usage
 from server.transcription.schema import (
     TokenUsage,
     TokenUsageDetails,
@@ -50,18 +51,21 @@ log = logging.getLogger(__name__)
 AppStatus.disable_automatic_graceful_drain()
 
 
-def transcript_stream(service: TranscriptionService, queued: QueuedTranscription) -> EventSourceResponse:
+def transcript_stream(service: TranscriptionService, queued: QueuedTranscription,
+                      on_done: Callable[[Usage], None]) -> EventSourceResponse:
+    """``on_done``: told the usage once the whole transcript has been sent."""
     async def cancel_undelivered() -> None:
         # Runs once the response is over, however it ended: also when the client left before the
         # events' generator first ran (then nothing inside it could cancel the queued segments).
         queued.cancel()
 
     # A comment line every 15 s keeps proxies from closing a connection that waits for a long segment.
-    return EventSourceResponse(_events(service, queued), ping=15, sep="\n",
+    return EventSourceResponse(_events(service, queued, on_done), ping=15, sep="\n",
                                background=BackgroundTask(cancel_undelivered))
 
 
-async def _events(service: TranscriptionService, queued: QueuedTranscription) -> AsyncIterator[ServerSentEvent]:
+async def _events(service: TranscriptionService, queued: QueuedTranscription,
+                  on_done: Callable[[Usage], None]) -> AsyncIterator[ServerSentEvent]:
     text, audio_frames, output_tokens, segments = "", 0, 0, 0
     try:
         # aclosing: the segments' generator is closed (and the undelivered futures cancelled) at
@@ -84,9 +88,11 @@ async def _events(service: TranscriptionService, queued: QueuedTranscription) ->
                                                              code="internal_error")))
         return
     query_tokens = QUERY_FRAMES * segments
+    usage = Usage(audio_frames + query_tokens, output_tokens)
+    on_done(usage)
     yield _event(TranscriptTextDone(text=text, usage=TokenUsage(
-        input_tokens=audio_frames + query_tokens, output_tokens=output_tokens,
-        total_tokens=audio_frames + query_tokens + output_tokens,
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        total_tokens=usage.input_tokens + usage.output_tokens,
         input_token_details=TokenUsageDetails(audio_tokens=audio_frames, text_tokens=query_tokens))))
 
 

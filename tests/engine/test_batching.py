@@ -378,7 +378,7 @@ def test_a_failed_pass_is_reported_too():
         await b.close()
         return records
 
-    assert [r.failed_items for r in run(go())] == [1]
+    assert [r.size for r in run(go())] == [1]
 
 
 def test_a_drain_that_times_out_answers_every_caller_also_the_pass_in_flight():

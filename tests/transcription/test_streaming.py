@@ -99,6 +99,28 @@ def test_the_strict_sdk_reads_one_delta_per_segment_then_done(server, strict, re
     assert details.audio_tokens * 0.06 == pytest.approx(seconds, abs=0.2)  # 60 ms audio frames
 
 
+def metric(server, series: str) -> float:
+    with server.client() as client:
+        text = client.get("/metrics").text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(series))
+
+
+def test_streamed_and_whole_transcriptions_count_the_same_tokens_in_the_metrics(strict, server):
+    """Token accounting is one place for every route: a streamed transcript adds to the token
+    counters what its usage event says, and the same clip answered whole adds as much again."""
+    inputs = 'inference_input_tokens_total{model="FunAudioLLM/SenseVoiceSmall"}'
+    outputs = 'inference_output_tokens_total{model="FunAudioLLM/SenseVoiceSmall"}'
+    before = metric(server, inputs), metric(server, outputs)
+    usage = list(strict.audio.transcriptions.create(model=MODEL, file=("a.flac", SPEECH), stream=True))[-1].usage
+    after_stream = metric(server, inputs), metric(server, outputs)
+    whole(server)
+    after_whole = metric(server, inputs), metric(server, outputs)
+    assert usage.input_tokens > 0 and usage.output_tokens > 0
+    assert (after_stream[0] - before[0], after_stream[1] - before[1]) == (usage.input_tokens, usage.output_tokens)
+    assert (after_whole[0] - after_stream[0], after_whole[1] - after_stream[1]) == (usage.input_tokens,
+                                                                                      usage.output_tokens)
+
+
 def test_the_first_delta_comes_while_later_segments_are_still_queued(server):
     with held_after_first_pass(server) as seen, server.client() as client:
         with client.stream("POST", "/v1/audio/transcriptions", files={"file": ("a.flac", SPEECH)},
