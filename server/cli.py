@@ -37,7 +37,7 @@ def _metavar(name: str, field: FieldInfo) -> str:
     if field.annotation is float and any(getattr(bound, "le", None) == 1 for bound in field.metadata):
         return "RATIO"  # a share, at most 1
     unit = next((metavar for suffix, metavar in _UNIT_METAVARS.items() if name.endswith(suffix)), None)
-    return unit or _TYPE_METAVARS.get(field.annotation, "VALUE")
+    return unit or (_TYPE_METAVARS.get(field.annotation, "VALUE") if isinstance(field.annotation, type) else "VALUE")
 
 
 def _help(description: str, name: str, default: object) -> str:
@@ -47,8 +47,8 @@ def _help(description: str, name: str, default: object) -> str:
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
         flag = _flag(name)
-        default = field.default_factory() if field.default_factory else field.default
-        help_text = _help(field.description, name, default)
+        default = field.get_default(call_default_factory=True)
+        help_text = _help(field.description or "", name, default)
         if field.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)

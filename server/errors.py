@@ -9,7 +9,8 @@ to the log, never to the client.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -137,7 +138,7 @@ class Timeout(ApiError):
 _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict"}
 
 
-def _from_validation(errors: list[dict]) -> InvalidRequest:
+def _from_validation(errors: Sequence[Any]) -> InvalidRequest:
     if not errors:
         return InvalidRequest("Invalid request.")
     first = errors[0]
@@ -155,7 +156,7 @@ def _from_validation(errors: list[dict]) -> InvalidRequest:
     return InvalidRequest(message, param=param, code="invalid_value")
 
 
-def _not_json(request: Request, errors: list[dict]) -> InvalidRequest | None:
+def _not_json(request: Request, errors: Sequence[Any]) -> InvalidRequest | None:
     """A JSON route sent another Content-Type (curl -d sends application/x-www-form-urlencoded):
     FastAPI then validates the raw bytes, and its "Input should be a valid dictionary" hides why."""
     if not errors or tuple(errors[0].get("loc", ())) != ("body",):

@@ -92,6 +92,7 @@ class Runtime:
             value = getattr(self.settings, f"{kind}_model")
             started = time.perf_counter()
             path = await asyncio.to_thread(store.resolve, spec, value, self.settings.models_dir, self.settings.offline)
+            assert path is not None  # only models that are not switched off are configured
             worker = model_thread(spec.served_name)
             try:
                 service, batcher = await asyncio.get_running_loop().run_in_executor(

@@ -27,7 +27,8 @@ def declare_bearer_auth(app: FastAPI, protects: Callable[[str], bool]) -> None:
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
+        schema = app.openapi_schema
+        if schema is None:
             schema = build()
             schema.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER] = {
                 "type": "http", "scheme": "bearer",
@@ -37,6 +38,7 @@ def declare_bearer_auth(app: FastAPI, protects: Callable[[str], bool]) -> None:
                 if protects(path):
                     for operation in operations.values():
                         operation["security"] = [{BEARER: []}]
-        return app.openapi_schema
+            app.openapi_schema = schema
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

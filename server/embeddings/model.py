@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -109,13 +111,14 @@ class BgeM3:
         raw = out["dense_vecs"]
         # Finite, row by row, in each output (an item is judged on the outputs it asked for).
         lengths = [len(it.input_ids) for it in items]
+        # The optional outputs (Any: each is read only for the items that asked for it).
         dense_ok = finite_rows(raw)
-        sparse_ok = finite_rows(out["sparse_vecs"], lengths) if want_sparse else None
-        colbert_ok = finite_rows(out["colbert_vecs"], [n - 1 for n in lengths]) if want_colbert else None  # no <s>
+        sparse_ok: Any = finite_rows(out["sparse_vecs"], lengths) if want_sparse else None
+        colbert_ok: Any = finite_rows(out["colbert_vecs"], [n - 1 for n in lengths]) if want_colbert else None  # no <s>
         dense = F.normalize(raw, dim=-1).float().cpu().numpy()
-        unnormalized = raw.float().cpu().numpy() if not all(it.normalize for it in items) else None
-        weights = out["sparse_vecs"].squeeze(-1).float().cpu().numpy() if want_sparse else None
-        colbert = F.normalize(out["colbert_vecs"], dim=-1).float().cpu().numpy() if want_colbert else None
+        unnormalized: Any = raw.float().cpu().numpy() if not all(it.normalize for it in items) else None
+        weights: Any = out["sparse_vecs"].squeeze(-1).float().cpu().numpy() if want_sparse else None
+        colbert: Any = F.normalize(out["colbert_vecs"], dim=-1).float().cpu().numpy() if want_colbert else None
         results: list[EmbedResult | Exception] = []
         for row, item in enumerate(items):
             if not (dense_ok[row] and (not item.sparse or sparse_ok[row]) and (not item.colbert or colbert_ok[row])):

@@ -122,7 +122,7 @@ class Batcher(Generic[P, R]):
         self._closing = False
         self._task: asyncio.Task | None = None
         # One thread per model: forward passes of one model never overlap, and never run on the loop.
-        self.executor = self.executor or model_thread(self.name)
+        self._executor = self.executor or model_thread(self.name)
         self._times = ForwardTimeFit()
         self._forecast = Forecast(self._times)
         self._pass_budget: float = self.max_batch_cost  # this pass's: the cost budget, or less by time
@@ -223,7 +223,7 @@ class Batcher(Generic[P, R]):
                 for item in self._queue.drain():
                     if not item.future.done():
                         item.future.set_exception(ShuttingDown("The server shut down before this item ran."))
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     # ---- admission -------------------------------------------------------------------------------
 
@@ -308,10 +308,10 @@ class Batcher(Generic[P, R]):
                 if not batch:
                     continue
                 started = time.perf_counter()
-                expected = self._forecast.seconds(sum(it.cost for it in batch))
-                self._pass_ends_at = time.monotonic() + (expected or 0.0)
+                expected = self._forecast.seconds(sum(it.cost for it in batch)) if self._forecast.ready else 0.0
+                self._pass_ends_at = time.monotonic() + expected
                 try:
-                    results = await loop.run_in_executor(self.executor, self._run_isolated, [i.payload for i in batch])
+                    results = await loop.run_in_executor(self._executor, self._run_isolated, [i.payload for i in batch])
                 except Exception as err:  # a bug in the batcher itself: fail the batch, keep serving
                     log.exception("%s: batch failed outside the model", self.name)
                     results = [err] * len(batch)
@@ -328,7 +328,7 @@ class Batcher(Generic[P, R]):
         """The next ``lookahead`` items, in the fair order, or in deadline order when the fair one
         would make a request late (server.engine.deadlines), or in arrival order (fifo); and which.
         Requests that can no longer make their deadlines are failed here."""
-        if self.deadline_scheduling and self._forecast.seconds(0.0) is not None:
+        if self.deadline_scheduling and self._forecast.ready:
             now = time.monotonic()
             flows = self._queue.flows()
             schedule = plan(flows, self._forecast, 0.0, self.fair, now)
@@ -406,7 +406,8 @@ class Batcher(Generic[P, R]):
     def _fair_share(self, window: list[QueuedItem]) -> list[QueuedItem]:
         """What the pass would hold if it took the fair order as it stands, lengths aside: the head
         and the items after it while they fit the budget unpadded."""
-        share, cost = [], 0
+        share: list[QueuedItem] = []
+        cost = 0
         for item in window[: self.max_batch_size]:
             cost += item.cost
             if share and cost > self._pass_budget:
@@ -425,7 +426,8 @@ class Batcher(Generic[P, R]):
         longer = candidates[above] if above < len(candidates) else None
         fits_short = shorter is not None and self._fits(rows + 1, longest, total + shorter.cost, fixed)
         fits_long = longer is not None and self._fits(rows + 1, longer.cost, total + longer.cost, fixed)
-        if fits_short and (not fits_long or longest - shorter.cost <= rows * (longer.cost - longest)):
+        if shorter is not None and fits_short and (
+                longer is None or not fits_long or longest - shorter.cost <= rows * (longer.cost - longest)):
             return shorter
         return longer if fits_long else None
 
@@ -464,6 +466,7 @@ class Batcher(Generic[P, R]):
         if len(payloads) == 1:
             if oom:
                 return [OutOfMemory("This input does not fit in accelerator memory, even alone.")]
+            assert failure is not None  # not an out-of-memory: the pass raised or miscounted
             log.error("%s: item failed: %r", self.name, failure, exc_info=failure)
             return [failure.with_traceback(None)]  # the caller gets the error, not the pass's frames
         if oom:
@@ -509,7 +512,7 @@ class Batcher(Generic[P, R]):
             forecast.rate.add(now - busy_since, record.real_cost)
             # Only while work waits does a higher priority's pass take time from a lower one:
             # lone queries on an idle model overtake nothing.
-            by_rank: Counter = Counter()
+            by_rank: Counter[int] = Counter()
             for item in batch:
                 by_rank[rank(item.flow.priority, self.fair)] += item.cost
             forecast.learn(by_rank)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from server.engine.fair_queue import Flow
@@ -98,14 +98,20 @@ class Forecast:
         step = -MET_STEP if met else MISS_STEP
         self.margin = min(MARGIN_MAX, max(MARGIN_MIN, self.margin * (1 + step)))
 
-    def learn(self, costs_by_rank: dict[int, float]) -> None:
+    def learn(self, costs_by_rank: Mapping[int, float]) -> None:
         self.served = [self.decay * total + costs_by_rank.get(r, 0.0) for r, total in enumerate(self.served)]
 
-    def seconds(self, cost: float, rank: int = 0) -> float | None:
+    @property
+    def ready(self) -> bool:
+        """Whether there is anything to go by: a pass seen, and the rate while busy."""
+        return self.rate.per_unit is not None and self.fit.seconds(0.0) is not None
+
+    def seconds(self, cost: float, rank: int = 0) -> float:
+        """Only once ``ready``."""
         per_unit = self.rate.per_unit
         one_pass = self.fit.seconds(min(cost * self.padding, self.pass_budget))
         if per_unit is None or one_pass is None:
-            return None  # no pass seen yet: nothing to go by
+            raise RuntimeError("no pass seen yet: nothing to forecast from (check Forecast.ready)")
         total = sum(self.served)
         overtaken = min(0.5, sum(self.served[:rank]) / total) if total else 0.0
         return max(one_pass, cost * per_unit) / (1 - overtaken)
@@ -175,7 +181,7 @@ def judge(flows: Sequence[Flow | Reservation], terms: Terms, cost: float, foreca
     forecast (a wait for a decoding slot); the model works through the queue meanwhile.
     ``reserved``: the cost it was let in at the door with, which the requests let in after it
     counted already: it overtakes them only by what it costs beyond that."""
-    if forecast.seconds(0.0) is None or math.isinf(terms.deadline):
+    if not forecast.ready or math.isinf(terms.deadline):
         return Verdict(True)
     own_rank = rank(terms.priority, fair)
 

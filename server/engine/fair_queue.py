@@ -244,7 +244,8 @@ class FairQueue:
             tenant = flow.tenant
             top.append((tenant.vtime + flow.front().cost / flow.weight, flow.front().seq, id(tenant)))
         heapq.heapify(top)
-        taken, first_end = [], None
+        taken: list[QueuedItem] = []
+        first_end = None
         while top and len(taken) < count:
             end, _, key = heapq.heappop(top)
             heap = inner[key]

@@ -26,6 +26,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def limit_onednn_cache(capacity: int = ONEDNN_CACHE_CAPACITY) -> str:
     return value
 
 
-def _malloc_trim():
+def _malloc_trim() -> Callable[[int], int] | None:
     name = ctypes.util.find_library("c")
     try:
         return ctypes.CDLL(name).malloc_trim if name else None

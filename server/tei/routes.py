@@ -29,20 +29,19 @@ class TextService(Protocol):
     async def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[Token]]: ...
 
 
-# The models these routes may speak for, in order of preference (a TEI server serves one).
-TEXT_FAMILIES = (embeddings.FAMILY, rerank.FAMILY)
-
-
 def text_model(request: Request) -> tuple[str, str, TextService]:
-    """(hub id, served name, service) of the model TEI's routes speak for: 404 if none is
-    configured, 503 while it loads."""
+    """(hub id, served name, service) of the model TEI's routes speak for, the embedding model
+    when it is served, else the reranker (a TEI server serves one): 404 if neither is configured,
+    503 while it loads."""
     rt = runtime(request)
-    for family in TEXT_FAMILIES:
-        spec = family.spec
-        if spec.kind in rt.configured:
-            service: TextService = rt.lookup(family, spec.served_name)
-            return spec.repo_id, spec.served_name, service
-    raise ModelNotFound(TEXT_FAMILIES[0].spec.served_name, rt.served_names())
+    service: TextService
+    if embeddings.SPEC.kind in rt.configured:
+        spec, service = embeddings.SPEC, rt.lookup(embeddings.FAMILY, embeddings.SPEC.served_name)
+    elif rerank.SPEC.kind in rt.configured:
+        spec, service = rerank.SPEC, rt.lookup(rerank.FAMILY, rerank.SPEC.served_name)
+    else:
+        raise ModelNotFound(embeddings.SPEC.served_name, rt.served_names())
+    return spec.repo_id, spec.served_name, service
 
 
 def model_type(described: TextModelDescription) -> dict:

@@ -178,6 +178,7 @@ def _decode_into(data: bytes, chunks: list[np.ndarray], max_seconds: float, hold
                             # layout (9, 32 or more): convert rate and format only; keep_resampled() averages.
                             resampler = _resampler(None)
                 if resampler is None:
+                    assert as_is is not None  # no resampler only for a frame taken as it is
                     keep(np.multiply(frame.to_ndarray()[0], as_is, dtype=np.float32))  # a new array
                 else:
                     keep_resampled(resampler.resample(frame))

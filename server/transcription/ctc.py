@@ -40,6 +40,7 @@ def best_path(head: nn.Linear, hidden: torch.Tensor, vocabulary_slice: int = 102
             better = logit > best_logit
             best_logit = torch.where(better, logit, best_logit)
             best_token = torch.where(better, token + start, best_token)
+    assert best_token is not None  # the loop ran: the vocabulary has a chunk
     return best_token.view(hidden.shape[:-1])
 
 

@@ -11,6 +11,7 @@ log-posteriors (avg_logprob, no_speech_prob).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -88,7 +89,7 @@ class SenseVoice:
             # features, query embeddings and the encoder output stay float32.
             self.model = auto.model.to(device=device).eval()
             self.model.encoder = SanmEncoder(self.model.encoder, dtype)
-            self.best_path = CtcBestPath(self.model.ctc.ctc_lo, dtype)
+            self.best_path: Callable[[torch.Tensor], torch.Tensor] = CtcBestPath(self.model.ctc.ctc_lo, dtype)
         elif dtype != torch.float32:
             # Eager float16/bfloat16 (CUDA): the head's float32 weights are kept, before the cast,
             # to score near-tied frames again.

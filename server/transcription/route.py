@@ -111,12 +111,13 @@ async def create_transcription(
         raise PayloadTooLarge(too_large(limit))
     if not data:
         raise InvalidRequest("The audio file is empty.", param="file", code="invalid_audio")
-    options = dict(language=language, use_itn=use_itn, terms=request_terms(request, priority))
+    terms = request_terms(request, priority)
     if stream:
         # Decoding, speech detection and queueing happen first: bad audio is still a plain 4xx.
-        return transcript_stream(service, await service.queue(data, **options),
-                                 on_done=lambda usage: count(request, FAMILY, usage))
+        queued = await service.queue(data, language=language, use_itn=use_itn, terms=terms)
+        return transcript_stream(service, queued, on_done=lambda usage: count(request, FAMILY, usage))
     verbose = response_format == "verbose_json"  # the only answer that reports the posteriors
-    transcript = await service.transcribe(data, **options, posteriors=verbose, is_gone=request.is_disconnected)
+    transcript = await service.transcribe(data, language=language, use_itn=use_itn, terms=terms, posteriors=verbose,
+                                          is_gone=request.is_disconnected)
     return await answer(request, FAMILY, transcript.usage,
                         await render(transcript, response_format, words="word" in (timestamp_granularities or ())))

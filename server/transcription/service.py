@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,7 +95,7 @@ class Transcript:
             if seg.language and seg.text:
                 spoken[seg.language] = spoken.get(seg.language, 0.0) + seg.end - seg.start
         if spoken:
-            return max(spoken, key=spoken.get)
+            return max(spoken, key=lambda code: spoken[code])
         return None if self.requested_language == "auto" else self.requested_language
 
 
@@ -154,7 +154,7 @@ class TranscriptionService:
                     futures = await self._submit(audio, spans, language, use_itn, posteriors, admission)
         return QueuedTranscription(len(audio) / SAMPLE_RATE, spans, futures, terms)
 
-    async def segments_in_order(self, queued: QueuedTranscription) -> AsyncIterator[TranscriptSegment]:
+    async def segments_in_order(self, queued: QueuedTranscription) -> AsyncGenerator[TranscriptSegment, None]:
         """Each segment as soon as it and every one before it are computed. Leaving early (the
         client went away, an item failed, the request timed out) cancels the futures still pending,
         so the batcher drops their queued items. Use it under ``contextlib.aclosing``."""

@@ -7,9 +7,14 @@ from typing import Protocol
 
 
 class Timed(Protocol):
-    start: float
-    end: float
-    text: str
+    @property
+    def start(self) -> float: ...
+
+    @property
+    def end(self) -> float: ...
+
+    @property
+    def text(self) -> str: ...
 
 
 def timestamp(seconds: float, decimal: str) -> str:
