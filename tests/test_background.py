@@ -11,13 +11,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import bench
 import httpx
 import pytest
 
 from server.background import free_port, started_process
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import bench  # noqa: E402
 
 
 def test_started_process_waits_for_ready_and_stops_the_process(tmp_path):

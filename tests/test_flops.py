@@ -20,18 +20,14 @@ frames (on others, one LFR frame more in one case of six; checked separately).
 from __future__ import annotations
 
 import random
-import sys
 import time
-from pathlib import Path
 
+import flops
 import numpy as np
 import pytest
 import torch
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import flops  # noqa: E402
 
 CPU = torch.device("cpu")
 EXACT = 1e-9  # relative tolerance of every agreement below

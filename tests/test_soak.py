@@ -9,10 +9,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from server.cli import build_parser
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import soak
+
+from server.cli import build_parser
 
 MB = 2**20
 
