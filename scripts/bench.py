@@ -588,8 +588,8 @@ def cost_name(kind: str) -> str:
 
 
 def workload_flops(wl: Workload, model_dir: Path) -> dict:
-    """The workload's model rows and their FLOPs (scripts/flops.py), in all and per workload unit."""
-    from flops import forward_flops
+    """The workload's model rows and their FLOPs (scripts/benchlib/flops.py), in all and per workload unit."""
+    from benchlib.flops import forward_flops
 
     costs = wl.costs(model_dir)
     units = sum(r.units for r in wl.requests)
@@ -646,10 +646,10 @@ def with_flops(row: dict, wl: Workload, work: dict | None, peaks: dict | None) -
 
 
 def measure_peaks(args) -> dict:
-    """This machine's matmul peak (scripts/flops.py), measured once before any model runs: in the
+    """This machine's matmul peak (scripts/benchlib/flops.py), measured once before any model runs: in the
     run's dtype on the device and with the threads the server will use, and in float32 on the CPU
     with this process's threads for the offline references (FlagEmbedding, funasr: float32 on CPU)."""
-    from flops import matmul_peak_flops
+    from benchlib.flops import matmul_peak_flops
 
     from server.config import Settings
     from server.models.device import resolve_device, resolve_dtype

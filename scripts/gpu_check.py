@@ -14,7 +14,7 @@ float16: the CPU run is a dry run of this script, not a measurement) against flo
    same keys), reranker logit and score max |diff|, transcripts equal (tests/data's speech);
 2. the adapter alone at the GPU batch budget (16,384 padded tokens: 32 rows of 512; SenseVoice:
    240 s of audio, 8 segments of 30 s): tokens (audio seconds) per second, achieved TFLOP/s
-   (scripts/flops.py) and its share of the measured float16 matmul peak and of the datasheet's;
+   (scripts/benchlib/flops.py) and its share of the measured float16 matmul peak and of the datasheet's;
 3. peak GPU memory with all three models loaded and 8,192-token inputs at the budget, and which
    attention kernel runs;
 4. out of memory: the server (in this process, so that a ballast tensor can leave it little free
@@ -204,14 +204,14 @@ def environment(c: Check, deadline: float) -> dict:
                     "memory GiB": round(p.total_memory / 2**30, 1), "cuda": torch.version.cuda})
         env["datasheet dense fp16 TFLOP/s"] = next((v / 1e12 for k, v in DATASHEET if k in p.name), None)
     try:
-        from flops import matmul_peak_flops
+        from benchlib.flops import matmul_peak_flops
 
         seconds = 2.0 if c.cuda else 0.5
         env["matmul peak TFLOP/s"] = matmul_peak_flops(c.dtype, c.device, seconds=seconds) / 1e12
         env["matmul peak dtype"] = c.dtype_name
     except ImportError as err:
         env["matmul peak TFLOP/s"] = None
-        env["matmul peak error"] = f"scripts/flops.py: {err}"
+        env["matmul peak error"] = f"scripts/benchlib/flops.py: {err}"
     c.report["environment"] = env
     print(json.dumps(env, indent=1), flush=True)
     return env
@@ -294,7 +294,7 @@ def _budget_batch(c: Check, kind: str, model, row_tokens: int, rows: int):
 
 
 def throughput(c: Check, deadline: float) -> dict:
-    from flops import forward_flops
+    from benchlib.flops import forward_flops
 
     env = c.report.get("environment", {})
     peak = env.get("matmul peak TFLOP/s")

@@ -1,4 +1,4 @@
-"""scripts/flops.py: the FLOPs it counts from a model directory's architecture are the FLOPs torch's
+"""scripts/benchlib/flops.py: the FLOPs it counts from a model directory's architecture are the FLOPs torch's
 own counter (torch.utils.flop_counter.FlopCounterMode) measures on the real adapters' forward passes
 over the tiny models, for padded and unpadded rows, on the CPU in float32.
 
@@ -22,10 +22,10 @@ from __future__ import annotations
 import random
 import time
 
-import flops
 import numpy as np
 import pytest
 import torch
+from benchlib import flops
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
