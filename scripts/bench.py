@@ -8,7 +8,7 @@ on their values) or takes a real one, then measures on fixed, seeded workloads:
 * server: this server, started as its own process on 127.0.0.1 (``inference-server serve``), driven
   by N concurrent closed-loop clients, each sending one request at a time;
 * batching off: the same server with --max-batch-size 1;
-* peers, on the same model directory (``--peers``, see scripts/peers.py): Infinity for embeddings and
+* peers, on the same model directory (``--peers``, see scripts/benchlib/peers.py): Infinity for embeddings and
   rerank, funasr's own funasr-server for transcription;
 * lone: one request at a time of one typical input, repeated: its p50 latency against the bare
   forward passes it needed (read from the server's own /metrics; for audio, the adapter on that
@@ -404,7 +404,7 @@ def systems(wl: Workload, model_dir: Path, args) -> list[Callable[[], Iterator[E
                                         name=f"{SERVER}, fifo",
                                         extra=("--batch-scheduling", "fifo", "--no-deadline-scheduling")))
     if args.peers and wl.peers:
-        import peers
+        from benchlib import peers
 
         peer = peers.peer_for(kind, model_dir, args.peers_dir)
         if peer is not None:
@@ -827,7 +827,7 @@ def main() -> None:
                         help="systems not to run: offline, batching-off (comma-separated)")
     parser.add_argument("--compare-dtype", choices=["float32", "bfloat16"],
                         help="also run the server in this dtype, side by side (server / server, DTYPE)")
-    parser.add_argument("--peers", action="store_true", help="also run Infinity and funasr-server (scripts/peers.py)")
+    parser.add_argument("--peers", action="store_true", help="also run Infinity and funasr-server (scripts/benchlib/peers.py)")
     parser.add_argument("--compare-fifo", action="store_true",
                         help="also run the server with --batch-scheduling fifo --no-deadline-scheduling, side by side")
     parser.add_argument("--peers-dir", type=Path, default=Path.home() / ".cache/inference-server/peers",

@@ -129,7 +129,7 @@ def systems(kind: str, model_dir: Path, args) -> list[System]:
     found = [System(FAIR, ours(FAIR, "fair")), System(PRIORITIES, ours(PRIORITIES, "fair"), priorities=True),
              System(FIFO, ours(FIFO, "fifo"))]
     if args.peers:
-        import peers
+        from benchlib import peers
 
         missing = peers.unavailable(kind, args.peers_dir)
         if missing:

@@ -174,7 +174,7 @@ def systems(kind: str, model_dir: Path, timeout_s: float, args) -> list[System]:
         found = [System(SERVER, ours(SERVER, "--batch-scheduling", "fair")),
                  System(FIFO, ours(FIFO, "--batch-scheduling", "fifo"))]
     if args.peers:
-        import peers
+        from benchlib import peers
 
         missing = peers.unavailable(kind, args.peers_dir)
         if missing:
