@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -30,27 +29,25 @@ from typing import Any
 
 import httpx
 import torch
+from benchlib.inputs import speech_clip, wav_bytes
+from benchlib.load import call_seconds
+from benchlib.models import build
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench import _seconds, build, speech_clip, wav_bytes  # noqa: E402
-
-from server.background import free_port, serve_in_thread  # noqa: E402
-from server.config import Settings  # noqa: E402
-from server.engine.batching import model_thread  # noqa: E402
-from server.engine.torch_threads import one_torch_thread  # noqa: E402
-from server.transcription import service as transcription  # noqa: E402
-from server.transcription.audio import decode_audio  # noqa: E402
-from server.transcription.ctc import best_path  # noqa: E402
-from server.transcription.model import AsrItem, SenseVoice  # noqa: E402
-from server.transcription.tiny import SENSEVOICE_SIZES  # noqa: E402
-from server.transcription.vad import has_speech  # noqa: E402
+from server.background import free_port, serve_in_thread
+from server.config import Settings
+from server.engine.batching import model_thread
+from server.engine.torch_threads import one_torch_thread
+from server.transcription import service as transcription
+from server.transcription.audio import decode_audio
+from server.transcription.ctc import best_path
+from server.transcription.model import AsrItem, SenseVoice
+from server.transcription.tiny import SENSEVOICE_SIZES
+from server.transcription.vad import has_speech
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
     fn()  # warm-up
-    return statistics.median(_seconds(fn) for _ in range(repeats)) * 1000
+    return statistics.median(call_seconds(fn) for _ in range(repeats)) * 1000
 
 
 def main() -> None:

@@ -12,22 +12,18 @@ seconds and its cost per audio second.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from asr_cpu_costs import median_ms
+from benchlib.inputs import speech_clip
+from benchlib.models import build
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from asr_cpu_costs import median_ms  # noqa: E402
-from bench import build, speech_clip  # noqa: E402
-
-from server.engine.batching import model_thread  # noqa: E402
-from server.engine.torch_threads import one_torch_thread  # noqa: E402
-from server.transcription.model import AsrItem, SenseVoice  # noqa: E402
-from server.transcription.tiny import SENSEVOICE_SIZES  # noqa: E402
+from server.engine.batching import model_thread
+from server.engine.torch_threads import one_torch_thread
+from server.transcription.model import AsrItem, SenseVoice
+from server.transcription.tiny import SENSEVOICE_SIZES
 
 SEGMENT_S = 30.0
 

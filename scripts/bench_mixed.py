@@ -42,10 +42,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import bench
 import httpx
 import torch
-from bench import SAMPLE_RATE, Endpoint, Request, Run, text
+from benchlib import inputs, load, models, tables
+from benchlib.endpoint import Endpoint, Request
+from benchlib.inputs import SAMPLE_RATE, text
+from benchlib.load import Run
+from benchlib.our_server import our_server
 
 FAIR, PRIORITIES, FIFO = "server (fair)", "server (fair, priorities)", "server (fifo)"
 BULK_BODIES = 2  # distinct bulk requests, taken in turn
@@ -84,7 +87,7 @@ def reranker_mixed() -> MixedWorkload:
     rng = random.Random(21)
 
     def ranking(documents: int) -> Request:
-        return bench.ranking(rng, documents)
+        return inputs.ranking(rng, documents)
 
     return MixedWorkload("reranker", "documents", [ranking(1000) for _ in range(BULK_BODIES)],
                          [ranking(20) for _ in range(INTERACTIVE_BODIES)], [ranking(250), ranking(20)],
@@ -93,8 +96,8 @@ def reranker_mixed() -> MixedWorkload:
 
 def asr_mixed() -> MixedWorkload:
     def recording(seconds: float, seed: int) -> Request:
-        audio = bench.speech_clip(seconds, seed)
-        return Request({"model": "SenseVoiceSmall"}, bench.wav_bytes(audio), len(audio) / SAMPLE_RATE)
+        audio = inputs.speech_clip(seconds, seed)
+        return Request({"model": "SenseVoiceSmall"}, inputs.wav_bytes(audio), len(audio) / SAMPLE_RATE)
 
     interactive = [recording(5.0, 400 + i) for i in range(INTERACTIVE_BODIES)]
     return MixedWorkload("asr", "audio s", [recording(600.0, 300 + i) for i in range(BULK_BODIES)], interactive,
@@ -123,7 +126,7 @@ class System:
 def systems(kind: str, model_dir: Path, args) -> list[System]:
     def ours(name: str, scheduling: str) -> Callable[[], AbstractContextManager[Endpoint]]:
         # Named explicitly: the server would otherwise take INFERENCE_BATCH_SCHEDULING from this environment.
-        return lambda: bench.our_server(kind, model_dir, batch_size=args.max_batch_size, dtype=args.dtype, name=name,
+        return lambda: our_server(kind, model_dir, batch_size=args.max_batch_size, dtype=args.dtype, name=name,
                                         extra=("--batch-scheduling", scheduling))
 
     found = [System(FAIR, ours(FAIR, "fair")), System(PRIORITIES, ours(PRIORITIES, "fair"), priorities=True),
@@ -160,7 +163,7 @@ async def bulk_client(ep: Endpoint, http: httpx.AsyncClient, requests: list[Requ
         if sent_count and (sent - started + last_s > limit_s or sent > hard_stop):
             break
         errors = run.errors
-        await bench._timed(ep, http, req, run)
+        await load.timed_request(ep, http, req, run)
         if run.errors > errors:
             break  # a bulk request refused would be refused again: no throughput to measure
         last_s = time.perf_counter() - sent
@@ -175,7 +178,7 @@ async def interactive_client(ep: Endpoint, http: httpx.AsyncClient, requests: li
     for req in itertools.islice(itertools.cycle(requests[start:] + requests[:start]), max_sends):
         if done():
             break
-        await bench._timed(ep, http, req, run)
+        await load.timed_request(ep, http, req, run)
         await asyncio.sleep(think_s * rng.uniform(0.5, 1.5))
 
 
@@ -203,7 +206,7 @@ async def run_phase(ep: Endpoint, wl: MixedWorkload, args, *, interactive: bool,
         finally:
             bulk_done.set()
 
-    async with bench._client(ep, args.mixed_clients + 1) as http:
+    async with load.http_client(ep, args.mixed_clients + 1) as http:
         tasks = [bulk_then_signal(http)] if bulk else []
         if interactive:
             tasks += [interactive_client(ep, http, quick, phase.interactive, interactive_done, think_s, seed, max_sends)
@@ -268,7 +271,7 @@ def ms(run: Run, q: float) -> float:
 
 
 def measure(ep: Endpoint, system: System, wl: MixedWorkload, args) -> dict:
-    asyncio.run(bench.closed_loop(ep, wl.warm, len(wl.warm), args.max_seconds))
+    asyncio.run(load.closed_loop(ep, wl.warm, len(wl.warm), args.max_seconds))
     phase = lambda **kw: asyncio.run(run_phase(ep, wl, args, priorities=system.priorities, **kw))  # noqa: E731
     alone = phase(interactive=True, bulk=False).interactive
     meter = PassMeter(ep)
@@ -325,7 +328,7 @@ def bench_kind(kind: str, model_dir: Path, args) -> dict:
                 row = measure(ep, system, wl, args)
             by_system.setdefault(row["system"], []).append(row)
     per_round = [verdicts([runs[i] for runs in by_system.values()], wl.unit) for i in range(args.rounds)]
-    rows = [bench.median_round(runs, "beside p95 ms") for runs in by_system.values()]
+    rows = [tables.median_round(runs, "beside p95 ms") for runs in by_system.values()]
     shown = verdicts(rows, wl.unit)  # the allowance spelt out from the rounds the rows show
     judged = {name: {"p95 beside / allowance": statistics.median(v[name]["p95 beside / allowance"] for v in per_round),
                      "bulk beside / alone": statistics.median(v[name]["bulk beside / alone"] for v in per_round),
@@ -365,7 +368,7 @@ def print_kind(res: dict, args) -> None:
           f"interactive clients, {args.mixed_think_ms:g} ms think time, ~{args.mixed_seconds:g} s a phase, "
           f"{torch.get_num_threads()} CPU threads)\n")
     print(f"{res['workload']}. p50-p99: the interactive requests' latency alone, then beside the bulk.\n")
-    print(bench.markdown(res["rows"]))
+    print(tables.markdown(res["rows"]))
     print("\n" + pass_note(res), flush=True)
 
 
@@ -384,5 +387,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> None:
-    results = bench.each_kind(args, bench_kind, print_kind, save)
-    print("\n## Targets (interactive beside bulk)\n\n" + bench.markdown(targets(results)))
+    results = models.each_kind(args, bench_kind, print_kind, save)
+    print("\n## Targets (interactive beside bulk)\n\n" + tables.markdown(targets(results)))

@@ -69,10 +69,13 @@ from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanag
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import bench
 import httpx
 import numpy as np
-from bench import ROOT, SAMPLE_RATE, Endpoint, Request, text
+from benchlib import inputs, load, models, tables
+from benchlib.endpoint import Endpoint, Request
+from benchlib.inputs import SAMPLE_RATE, text
+from benchlib.our_server import our_server
+from benchlib.repo import ROOT
 
 SERVER, FIFO, NO_DEADLINES = "server", "server (fifo)", "server (fair, no deadlines)"
 DEFAULT_TIMEOUT_S = {"embedding": 8.0, "reranker": 8.0, "asr": 10.0}
@@ -119,7 +122,7 @@ def reranker_overload() -> OverloadWorkload:
     rng = random.Random(31)
 
     def ranking(documents: int) -> Request:
-        return bench.ranking(rng, documents)
+        return inputs.ranking(rng, documents)
 
     return OverloadWorkload("reranker", [ranking(rng.randint(20, 40)) for _ in range(BODIES)],
                             interactive([ranking(rng.randint(2, 3)) for _ in range(BODIES)]), 4,
@@ -130,8 +133,8 @@ def asr_overload() -> OverloadWorkload:
     rng = random.Random(32)
 
     def clip(seconds: float, seed: int) -> Request:
-        audio = bench.speech_clip(seconds, seed)
-        return Request({"model": "SenseVoiceSmall"}, bench.wav_bytes(audio), len(audio) / SAMPLE_RATE)
+        audio = inputs.speech_clip(seconds, seed)
+        return Request({"model": "SenseVoiceSmall"}, inputs.wav_bytes(audio), len(audio) / SAMPLE_RATE)
 
     return OverloadWorkload("asr", [clip(rng.uniform(10, 20), 500 + i) for i in range(BODIES)],
                             interactive([clip(rng.uniform(2, 3), 600 + i) for i in range(BODIES)]), 8,
@@ -163,7 +166,7 @@ def has_deadline_flag() -> bool:
 def systems(kind: str, model_dir: Path, timeout_s: float, args) -> list[System]:
     def ours(name: str, *flags: str) -> Callable[[], AbstractContextManager[Endpoint]]:
         # Every setting named: the server would otherwise take INFERENCE_* from this environment.
-        return lambda: bench.our_server(kind, model_dir, batch_size=args.max_batch_size, dtype=args.dtype, name=name,
+        return lambda: our_server(kind, model_dir, batch_size=args.max_batch_size, dtype=args.dtype, name=name,
                                         extra=("--request-timeout", f"{timeout_s:g}", *flags))
 
     if args.deadline_flag:
@@ -479,9 +482,9 @@ def measure(ep: Endpoint, wl: OverloadWorkload, cap: float, own_cap: float, time
         print(f"    burst of {count} capped at --overload-max-burst {args.overload_max_burst}", flush=True)
         count = args.overload_max_burst
     scrape = (lambda: deadline_metrics(ep.base_url)) if ep.counters else (lambda: None)  # noqa: E731
-    before, cpu = scrape(), bench._cpu_seconds()
+    before, cpu = scrape(), load.cpu_seconds()
     burst_out = asyncio.run(burst(ep, wl.bulk, count, limit_s))
-    burst_cpu = bench._cpu_seconds() - cpu
+    burst_cpu = load.cpu_seconds() - cpu
     drained = drain(ep, wl, BURST_FACTOR * timeout_s + 60)
     if drained is None:
         print(f"    {ep.name}: still busy {BURST_FACTOR * timeout_s + 60:g} s after the burst", flush=True)
@@ -494,9 +497,9 @@ def measure(ep: Endpoint, wl: OverloadWorkload, cap: float, own_cap: float, time
 
     counters = ep.counters() if ep.counters else None
     rate = SUSTAINED_LOAD * cap
-    cpu, started = bench._cpu_seconds(), time.perf_counter()
+    cpu, started = load.cpu_seconds(), time.perf_counter()
     bulk, beside = asyncio.run(sustained(ep, wl, rate, args.overload_seconds, limit_s, think_s, hard_stop()))
-    client_cpu = (bench._cpu_seconds() - cpu) / ((time.perf_counter() - started) * len(os.sched_getaffinity(0)))
+    client_cpu = (load.cpu_seconds() - cpu) / ((time.perf_counter() - started) * len(os.sched_getaffinity(0)))
     after = scrape()
     passes = None
     if counters is not None:
@@ -626,12 +629,12 @@ def print_kind(res: dict, args) -> None:
         return [{"system": r["system"], "phase": phase, **{k: r.get(k) for k in SERVER_COLUMNS}} for r in res[phase]]
 
     print(f"\n### burst: {BURST_FACTOR:g} x T x C bulk requests at once\n\nlate: "
-          f"{' / '.join(LATE)}\n\n" + bench.markdown([own(r) for r in res["burst"]]))
+          f"{' / '.join(LATE)}\n\n" + tables.markdown([own(r) for r in res["burst"]]))
     print(f"\n### sustained: {SUSTAINED_LOAD:g} x C open loop for {args.overload_seconds:g} s, one interactive "
           f"client beside ({args.overload_think_ms:g} ms think time)\n\n"
-          + bench.markdown([own(r) for r in res["sustained"]]))
+          + tables.markdown([own(r) for r in res["sustained"]]))
     print("\n### the servers' own deadline accounting (/metrics; None: no such metric)\n\n"
-          + bench.markdown(theirs("burst") + theirs("sustained")))
+          + tables.markdown(theirs("burst") + theirs("sustained")))
     print("\nEvery answer, as status and error code:\n")
     for name, phases in res["answers"].items():
         print(f"- {name}: " + "; ".join(f"{phase}: {answers}" for phase, answers in phases.items()))
@@ -662,5 +665,5 @@ def main(args) -> None:
     if not args.deadline_flag:
         print(f"note: this server's `serve` has no --deadline-scheduling: {FIFO} runs with --batch-scheduling fifo "
               f"alone, and {NO_DEADLINES!r} is skipped (the same as {SERVER!r} here)", flush=True)
-    results = bench.each_kind(args, bench_kind, print_kind, save)
-    print("\n## Targets (overload)\n\n" + bench.markdown([t for r in results for t in r.get("targets", [])]))
+    results = models.each_kind(args, bench_kind, print_kind, save)
+    print("\n## Targets (overload)\n\n" + tables.markdown([t for r in results for t in r.get("targets", [])]))

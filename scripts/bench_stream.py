@@ -25,17 +25,16 @@ import argparse
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from benchlib.inputs import SAMPLE_RATE, speech_clip, wav_bytes
+from benchlib.models import build
+from benchlib.our_server import our_server
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench import SAMPLE_RATE, build, our_server, speech_clip, wav_bytes  # noqa: E402
-from server.transcription.tiny import SENSEVOICE_SIZES  # noqa: E402
+from server.transcription.tiny import SENSEVOICE_SIZES
 
 MODEL = "SenseVoiceSmall"
 PATH = "/v1/audio/transcriptions"

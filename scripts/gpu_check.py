@@ -57,8 +57,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import bench
 import bench_dtype
+from benchlib import (
+    inputs,
+    metrics,
+    models,
+    our_server,
+    tables,
+    throughput_systems,
+    throughput_workloads,
+)
+from benchlib.endpoint import Endpoint
+from benchlib.throughput import measure as measure_workload
 
 from server.config import Settings
 from server.engine.runtime import named
@@ -146,7 +156,7 @@ def _jsonable(value):
 
 
 def table(rows: list[dict]) -> str:
-    return bench.markdown(rows) if rows else "(nothing)"
+    return tables.markdown(rows) if rows else "(nothing)"
 
 
 def load(kind: str, path: Path, device: torch.device, dtype: torch.dtype):
@@ -221,7 +231,7 @@ def build_models(c: Check, deadline: float) -> dict:
     out = {}
     for kind in KINDS:
         t = time.perf_counter()
-        c.dirs[kind] = bench.build(kind, c.args.size, Path(c.args.cache) / c.args.size)
+        c.dirs[kind] = models.build(kind, c.args.size, Path(c.args.cache) / c.args.size)
         out[kind] = {"dir": str(c.dirs[kind]), "seconds": round(time.perf_counter() - t, 1)}
         print(f"  {kind}: {out[kind]}", flush=True)
     return out
@@ -272,7 +282,7 @@ def fidelity(c: Check, deadline: float) -> dict:
 
 
 def _speech(seconds: float, seed: int) -> np.ndarray:
-    return bench.speech_clip(seconds, seed).astype(np.float32)
+    return inputs.speech_clip(seconds, seed).astype(np.float32)
 
 
 def _budget_batch(c: Check, kind: str, model, row_tokens: int, rows: int):
@@ -466,7 +476,7 @@ def _workloads(c: Check) -> dict:
                                         max_seconds=c.args.max_seconds, dtype=c.dtype_name, rounds=1)
     found = {}
     for kind, pick in (("embedding", "mixed lengths"), ("reranker", "first 512 tokens"), ("asr", "10 s clips")):
-        wl = next(w for w in bench.WORKLOADS[kind](args(kind)) if pick in w.name)
+        wl = next(w for w in throughput_workloads.WORKLOADS[kind](args(kind)) if pick in w.name)
         found[kind] = dataclasses.replace(wl, clients=c.args.clients)
     return found
 
@@ -567,8 +577,8 @@ def server(c: Check, deadline: float) -> dict:
             entry: dict = {"workload": wl.name, "requests": len(wl.requests), "clients": wl.clients}
             units = sum(r.units for r in wl.requests)
             try:
-                ep = bench.Endpoint(bench.SERVER, bench.our_send(kind), url, lambda: bench.scrape_counters(url))
-                row = bench.measure(ep, wl, measure_args, bare.get(kind))
+                ep = Endpoint(throughput_systems.SERVER, our_server.our_send(kind), url, lambda: metrics.scrape_counters(url))
+                row = measure_workload(ep, wl, measure_args, bare.get(kind))
                 entry["server"] = row
             except Exception as err:  # noqa: BLE001
                 entry["server error"] = f"{type(err).__name__}: {err}"

@@ -1,0 +1,26 @@
+"""What every load driver sends, and to what: a Request (a JSON body or an audio upload, and how much
+work it carries) and an Endpoint (a running system, ours or a peer, and how to send it a Request)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Request:
+    json: dict | None = None  # the body of a JSON endpoint
+    audio: bytes | None = None  # a WAV file, for transcription
+    units: float = 1.0  # texts, documents or audio seconds it carries
+
+
+@dataclass
+class Endpoint:
+    """A running system that serves one kind: how to send it a request, and its batch counters."""
+
+    name: str
+    send: Callable[[httpx.AsyncClient, Request], Awaitable[httpx.Response]]
+    base_url: str
+    counters: Callable[[], dict[str, float]] | None = None
