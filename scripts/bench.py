@@ -1,7 +1,7 @@
 """Benchmark the server against its practical limit and its peers, side by side in one run, as ratios.
 
 What it measures and how is in scripts/benchlib/throughput.py; --mixed, --stream and --overload run
-the workloads of scripts/bench_mixed.py, scripts/bench_stream.py and scripts/bench_overload.py
+the workloads of scripts/benchlib/mixed.py, scripts/bench_stream.py and scripts/bench_overload.py
 instead.
 
     python scripts/bench.py --size small
@@ -17,14 +17,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from benchlib import throughput
+from benchlib import mixed, throughput
 from benchlib.models import KINDS
 
 from server.models.tiny_xlmr import XLMR_SIZES
 
 
 def main() -> None:
-    import bench_mixed
     import bench_overload
     import bench_stream
 
@@ -58,8 +57,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write every figure as JSON here")
     parser.add_argument("--plot", type=Path, default=Path("bench.png"), help="latency-vs-load PNG")
     parser.add_argument("--mixed", action="store_true",
-                        help="run only the interactive-beside-bulk workload (scripts/bench_mixed.py) instead")
-    bench_mixed.add_arguments(parser)
+                        help="run only the interactive-beside-bulk workload (scripts/benchlib/mixed.py) instead")
+    mixed.add_arguments(parser)
     parser.add_argument("--stream", action="store_true",
                         help="run only the streamed long-recording workload (scripts/bench_stream.py) instead")
     bench_stream.add_arguments(parser)
@@ -71,7 +70,7 @@ def main() -> None:
         parser.error("--rounds must be at least 1")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise (funasr sets INFO)
     if args.mixed:
-        return bench_mixed.main(args)
+        return mixed.run(args)
     if args.stream:
         return bench_stream.main(args)
     if args.overload:

@@ -167,7 +167,7 @@ def systems(kind: str, model_dir: Path, timeout_s: float, args) -> list[System]:
     def ours(name: str, *flags: str) -> Callable[[], AbstractContextManager[Endpoint]]:
         # Every setting named: the server would otherwise take INFERENCE_* from this environment.
         return lambda: our_server(kind, model_dir, batch_size=args.max_batch_size, dtype=args.dtype, name=name,
-                                        extra=("--request-timeout", f"{timeout_s:g}", *flags))
+                                  extra=("--request-timeout", f"{timeout_s:g}", *flags))
 
     if args.deadline_flag:
         found = [System(SERVER, ours(SERVER, "--batch-scheduling", "fair", "--deadline-scheduling")),

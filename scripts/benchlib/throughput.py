@@ -17,7 +17,7 @@ on their values) or takes a real one, then measures on fixed, seeded workloads:
 * latency against offered load: open-loop (Poisson) arrivals at fractions of the server's capacity,
   per system, plotted to a PNG;
 * with ``--mixed``, instead of all the above: interactive requests beside a bulk client, fair
-  scheduling against fifo and the peers (scripts/bench_mixed.py);
+  scheduling against fifo and the peers (scripts/benchlib/mixed.py);
 * with ``--overload``, instead of all the above: a burst and a sustained load past capacity, with
   request deadlines: goodput, refusals, late answers (scripts/bench_overload.py).
 
