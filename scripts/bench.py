@@ -1,7 +1,7 @@
 """Benchmark the server against its practical limit and its peers, side by side in one run, as ratios.
 
 What it measures and how is in scripts/benchlib/throughput.py; --mixed, --stream and --overload run
-the workloads of scripts/benchlib/mixed.py, scripts/bench_stream.py and scripts/bench_overload.py
+the workloads of scripts/benchlib/mixed.py, scripts/bench_stream.py and scripts/benchlib/overload.py
 instead.
 
     python scripts/bench.py --size small
@@ -17,14 +17,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from benchlib import mixed, throughput
+from benchlib import mixed, overload, throughput
 from benchlib.models import KINDS
 
 from server.models.tiny_xlmr import XLMR_SIZES
 
 
 def main() -> None:
-    import bench_overload
     import bench_stream
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -63,8 +62,8 @@ def main() -> None:
                         help="run only the streamed long-recording workload (scripts/bench_stream.py) instead")
     bench_stream.add_arguments(parser)
     parser.add_argument("--overload", action="store_true",
-                        help="run only the overload workload, burst and sustained (scripts/bench_overload.py) instead")
-    bench_overload.add_arguments(parser)
+                        help="run only the overload workload, burst and sustained (scripts/benchlib/overload.py) instead")
+    overload.add_arguments(parser)
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -74,7 +73,7 @@ def main() -> None:
     if args.stream:
         return bench_stream.main(args)
     if args.overload:
-        return bench_overload.main(args)
+        return overload.run(args)
     throughput.run(args)
 
 

@@ -19,7 +19,7 @@ on their values) or takes a real one, then measures on fixed, seeded workloads:
 * with ``--mixed``, instead of all the above: interactive requests beside a bulk client, fair
   scheduling against fifo and the peers (scripts/benchlib/mixed.py);
 * with ``--overload``, instead of all the above: a burst and a sustained load past capacity, with
-  request deadlines: goodput, refusals, late answers (scripts/bench_overload.py).
+  request deadlines: goodput, refusals, late answers (scripts/benchlib/overload.py).
 
     python scripts/bench.py --size small
     python scripts/bench.py --size base --models embedding --peers --out bench.json --plot bench.png
