@@ -1,8 +1,7 @@
 """Benchmark the server against its practical limit and its peers, side by side in one run, as ratios.
 
 What it measures and how is in scripts/benchlib/throughput.py; --mixed, --stream and --overload run
-the workloads of scripts/benchlib/mixed.py, scripts/bench_stream.py and scripts/benchlib/overload.py
-instead.
+instead the workloads of scripts/benchlib/mixed.py, stream.py and overload.py.
 
     python scripts/bench.py --size small
     python scripts/bench.py --size base --models embedding --peers --out bench.json --plot bench.png
@@ -17,15 +16,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from benchlib import mixed, overload, throughput
+from benchlib import mixed, overload, stream, throughput
 from benchlib.models import KINDS
 
 from server.models.tiny_xlmr import XLMR_SIZES
 
 
 def main() -> None:
-    import bench_stream
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(KINDS))
     parser.add_argument("--size", choices=list(XLMR_SIZES), default="small")
@@ -59,10 +56,11 @@ def main() -> None:
                         help="run only the interactive-beside-bulk workload (scripts/benchlib/mixed.py) instead")
     mixed.add_arguments(parser)
     parser.add_argument("--stream", action="store_true",
-                        help="run only the streamed long-recording workload (scripts/bench_stream.py) instead")
-    bench_stream.add_arguments(parser)
+                        help="run only the streamed long-recording workload (scripts/benchlib/stream.py) instead")
+    stream.add_arguments(parser)
     parser.add_argument("--overload", action="store_true",
-                        help="run only the overload workload, burst and sustained (scripts/benchlib/overload.py) instead")
+                        help="run only the overload workload, burst and sustained (scripts/benchlib/overload.py) "
+                             "instead")
     overload.add_arguments(parser)
     args = parser.parse_args()
     if args.rounds < 1:
@@ -71,7 +69,7 @@ def main() -> None:
     if args.mixed:
         return mixed.run(args)
     if args.stream:
-        return bench_stream.main(args)
+        return stream.run(args)
     if args.overload:
         return overload.run(args)
     throughput.run(args)
