@@ -10,7 +10,7 @@ cached under --cache), the reduced dtype (float16 on CUDA; bfloat16 on CPU, wher
 float16: the CPU run is a dry run of this script, not a measurement) against float32, it measures:
 
 1. fidelity of the reduced dtype against float32, same weights, same device, through the server's
-   adapters (scripts/bench_dtype.py's cases): dense and ColBERT cosine, sparse weights (max |diff|,
+   adapters (scripts/benchlib/dtype_cases.py): dense and ColBERT cosine, sparse weights (max |diff|,
    same keys), reranker logit and score max |diff|, transcripts equal (tests/data's speech);
 2. the adapter alone at the GPU batch budget (16,384 padded tokens: 32 rows of 512; SenseVoice:
    240 s of audio, 8 segments of 30 s): tokens (audio seconds) per second, achieved TFLOP/s
@@ -57,8 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import bench_dtype
 from benchlib import (
+    dtype_cases,
     inputs,
     metrics,
     models,
@@ -238,12 +238,12 @@ def build_models(c: Check, deadline: float) -> dict:
 
 
 def _items_of(case, budget: int, max_size: int) -> tuple[list, list[list]]:
-    batches = bench_dtype.batches_of(case.items, case.cost, budget, max_size)
+    batches = dtype_cases.batches_of(case.items, case.cost, budget, max_size)
     return case.items, batches
 
 
 def fidelity(c: Check, deadline: float) -> dict:
-    """Reduced dtype against float32 on the same weights and device, on scripts/bench_dtype.py's
+    """Reduced dtype against float32 on the same weights and device, on scripts/benchlib/dtype_cases.py's
     workloads batched as the server batches them at this device's budget."""
     n = {"embedding": 64, "reranker": 64, "asr": 16}
     results, rows = {}, []
@@ -253,7 +253,7 @@ def fidelity(c: Check, deadline: float) -> dict:
             continue
         try:
             ref = load(kind, c.dirs[kind], c.device, torch.float32)
-            case = bench_dtype.CASES[kind](ref, n[kind], c.settings)
+            case = dtype_cases.CASES[kind](ref, n[kind], c.settings)
             budget = int(c.settings.asr_max_batch_seconds * 100) if kind == "asr" else c.settings.batch_tokens(c.device.type)
             items, batches = _items_of(case, budget, c.settings.max_batch_size)
             ref_out = {id(i): o for b in batches for i, o in zip(b, ref.run_batch(b))}
