@@ -201,15 +201,16 @@ async def worker(client: httpx.AsyncClient, rng: random.Random, deadline: float,
 
 async def run_load(url: str, api_key: str | None, concurrency: int, seconds: float, seed: int, pid: int | None,
                    mix: dict[str, float], sample_every: float = 1.0,
-                   server_alive: Callable[[], bool] | None = None) -> tuple[Stats, dict]:
-    """Closed-loop load until ``seconds`` pass, or until ``server_alive`` says the server died."""
+                   server_alive: Callable[[], bool] | None = None, trim: bool = False) -> tuple[Stats, dict]:
+    """Closed-loop load until ``seconds`` pass, or until ``server_alive`` says the server died.
+    ``trim``: malloc_trim before each memory reading (see rss_now)."""
     rng = random.Random(seed)
     clips = audio_clips(rng)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     stats = Stats()
     memory: dict = {"samples": []}
-    memory["start"] = _measure(pid)
+    memory["start"] = rss_now(pid, trim)
     started = time.monotonic()
     deadline = started + seconds
     stop = asyncio.Event()
@@ -222,9 +223,9 @@ async def run_load(url: str, api_key: str | None, concurrency: int, seconds: flo
             if server_alive is not None and not server_alive():
                 stop.set()  # no point in hammering a dead server until the deadline
             if time.monotonic() < deadline:  # a reading after the deadline is of a server going idle
-                memory["samples"].append((round(time.monotonic() - started, 1), _measure(pid)))
+                memory["samples"].append((round(time.monotonic() - started, 1), rss_now(pid, trim)))
         await asyncio.gather(*workers)
-    memory["end"] = _measure(pid)
+    memory["end"] = rss_now(pid, trim)
     memory["elapsed_s"] = time.monotonic() - started
     return stats, memory
 
@@ -250,15 +251,14 @@ def window_medians(samples: list[tuple[float, int | None]], warmup_s: float, loa
             "warm_window_s": [round(x, 1) for x in warm_window], "end_window_s": [round(x, 1) for x in end_window]}
 
 
-TRIM = False  # --malloc-trim
-
-
-def _measure(pid: int | None) -> int | None:
+def rss_now(pid: int | None, trim: bool = False) -> int | None:
+    """``pid``'s resident memory now, None for no pid. This process's (an in-process server) after a
+    garbage collection and, with ``trim`` (--malloc-trim), glibc's malloc_trim."""
     if pid is None:
         return None
     if pid == os.getpid():
         gc.collect()
-        if TRIM:
+        if trim:
             malloc_trim()
     return rss_bytes(pid)
 
@@ -410,11 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sample-every must be in [0.1, 60]")
     if args.window <= 0:
         parser.error("--window must be positive")
-    if args.malloc_trim:
-        if not args.in_process:
-            parser.error("--malloc-trim works only with --in-process")
-        global TRIM
-        TRIM = True
+    if args.malloc_trim and not args.in_process:
+        parser.error("--malloc-trim works only with --in-process")
     seconds = args.minutes * 60
     warmup = min(60.0, 0.2 * seconds) if args.warmup is None else min(args.warmup, seconds)
 
@@ -452,10 +449,10 @@ def main(argv: list[str] | None = None) -> int:
             server_note = (f"{where} at {url}, {args.size} models (built/loaded in "
                            f"{time.perf_counter() - t0:.1f} s); memory is {whose}")
         print(f"soak: {args.minutes:g} min, {args.concurrency} clients, warm-up {warmup:.0f} s; "
-              f"{server_note}{'; malloc_trim(0) before each reading' if TRIM else ''}", flush=True)
+              f"{server_note}{'; malloc_trim(0) before each reading' if args.malloc_trim else ''}", flush=True)
         alive = None if server is None else (lambda: server.poll() is None)
         stats, memory = asyncio.run(run_load(url, args.api_key, args.concurrency, seconds, args.seed, pid, mix,
-                                              sample_every=args.sample_every, server_alive=alive))
+                                              sample_every=args.sample_every, server_alive=alive, trim=args.malloc_trim))
         summary, failures = report(stats, memory, args.max_growth, warmup, seconds, args.window)
         if server is not None and server.poll() is not None:
             failures.append(f"the server exited with code {server.returncode} during the run")
