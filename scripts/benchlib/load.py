@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -90,9 +89,3 @@ async def open_loop(ep: Endpoint, requests: list[Request], rate: float, deadline
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=deadline_s * 2 + 60)
     run.seconds = time.perf_counter() - started
     return run
-
-
-def call_seconds(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started

@@ -16,7 +16,7 @@ import torch
 from benchlib.costs import Costs, audio_costs, rerank_costs, text_costs
 from benchlib.endpoint import Request
 from benchlib.inputs import SAMPLE_RATE, speech_clip, text, wav_bytes
-from benchlib.load import call_seconds
+from benchlib.timing import call_seconds
 
 
 @dataclass
