@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib.endpoint import Request
-from benchlib.inputs import SAMPLE_RATE
+from server.transcription.audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from server.engine.runtime import named
 from server.families import FAMILIES
 
 KINDS = ("embedding", "reranker", "asr")
-SAMPLE_RATE = 16000
 
 
 STEP_BUDGET_S = {  # full size on an H100; each step stops starting new work past its budget

@@ -19,7 +19,6 @@ import torch
 from benchlib import dtype_cases, inputs, models
 from benchlib.gpu_bookkeeping import (
     KINDS,
-    SAMPLE_RATE,
     Check,
     free,
     jsonable,
@@ -27,6 +26,7 @@ from benchlib.gpu_bookkeeping import (
     table,
     timed_median,
 )
+from server.transcription.audio import SAMPLE_RATE
 
 # Datasheet dense (no sparsity) float16/bfloat16 tensor-core peaks, FLOP/s.
 DATASHEET = [("H200", 989.4e12), ("H100 PCIe", 756.0e12), ("H100 NVL", 835.0e12), ("H100", 989.4e12),

@@ -11,10 +11,10 @@ import numpy as np
 
 from benchlib.endpoint import Request
 from benchlib.repo import SPEECH
+from server.transcription.audio import SAMPLE_RATE
 
 WORDS = ("the giant panda is a bear native to south central china it eats bamboo and sleeps a lot "
          "rivers mountains 熊猫 竹子 世界 你好 today we test speech models").split()
-SAMPLE_RATE = 16000
 
 
 def text(rng: random.Random, words: int) -> str:

@@ -17,26 +17,21 @@ from benchlib.infinity import (
     rerank_scores,
     start_infinity,
 )
+from benchlib.inputs import wav_bytes
 from benchlib.repo import SPEECH
 from server.background import free_port
 
 
 def _speech_wav(seconds: float) -> bytes:
-    """``seconds`` of the tests' espeak-ng recording (tiled) as a 16 kHz mono 16-bit WAV."""
-    import io
-    import wave
-
+    """``seconds`` of the tests' espeak-ng recording (tiled, from its start) as a 16 kHz mono 16-bit
+    WAV."""
     import numpy as np
 
-    from server.transcription.audio import decode_audio
+    from server.transcription.audio import SAMPLE_RATE, decode_audio
 
     speech = decode_audio(SPEECH.read_bytes(), max_seconds=60)
-    audio = np.tile(speech, int(seconds * 16000 // len(speech)) + 1)[:int(seconds * 16000)]
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
-        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
+    audio = np.tile(speech, int(seconds * SAMPLE_RATE // len(speech)) + 1)[:int(seconds * SAMPLE_RATE)]
+    return wav_bytes(audio)
 
 
 def _ours(kind: str, model_dir: Path, path: str, **request) -> dict:

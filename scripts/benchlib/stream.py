@@ -31,9 +31,10 @@ from pathlib import Path
 
 import httpx
 
-from benchlib.inputs import SAMPLE_RATE, speech_clip, wav_bytes
+from benchlib.inputs import speech_clip, wav_bytes
 from benchlib.models import build
 from benchlib.our_server import our_server
+from server.transcription.audio import SAMPLE_RATE
 
 MODEL = "SenseVoiceSmall"
 PATH = "/v1/audio/transcriptions"

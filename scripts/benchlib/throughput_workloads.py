@@ -15,8 +15,9 @@ import torch
 
 from benchlib.costs import Costs, audio_costs, rerank_costs, text_costs
 from benchlib.endpoint import Request
-from benchlib.inputs import SAMPLE_RATE, speech_clip, text, wav_bytes
+from benchlib.inputs import speech_clip, text, wav_bytes
 from benchlib.timing import call_seconds
+from server.transcription.audio import SAMPLE_RATE
 
 
 @dataclass
