@@ -19,9 +19,6 @@ from server.config import Settings
 from server.engine.runtime import named
 from server.families import FAMILIES
 
-KINDS = ("embedding", "reranker", "asr")
-
-
 STEP_BUDGET_S = {  # full size on an H100; each step stops starting new work past its budget
     "environment": 10,  # matmul peak: ~3 s
     "build": 120,  # first run ~60 s (random init + save of 2 x 1.2 GB + 0.9 GB); then ~0 s (cached)

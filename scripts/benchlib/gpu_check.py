@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 
-from benchlib.gpu_bookkeeping import KINDS, Check
+from benchlib.gpu_bookkeeping import Check
 from benchlib.gpu_model_steps import (
     build_models,
     environment,
@@ -44,6 +44,7 @@ from benchlib.gpu_model_steps import (
     throughput,
 )
 from benchlib.gpu_server_steps import out_of_memory, server
+from benchlib.models import KINDS
 
 
 def summary(c: Check) -> str:

@@ -18,7 +18,6 @@ import torch
 
 from benchlib import dtype_cases, inputs, models
 from benchlib.gpu_bookkeeping import (
-    KINDS,
     Check,
     free,
     jsonable,
@@ -26,6 +25,7 @@ from benchlib.gpu_bookkeeping import (
     table,
     timed_median,
 )
+from benchlib.models import KINDS
 from server.transcription.audio import SAMPLE_RATE
 
 # Datasheet dense (no sparsity) float16/bfloat16 tensor-core peaks, FLOP/s.
