@@ -37,7 +37,8 @@ import torch
 from benchlib.dtype_cases import CASES
 from benchlib.dtype_machine import cpu_flags, gemm_peak
 from benchlib.dtype_report import markdown
-from benchlib.dtype_variants import CPU, build, run_kind
+from benchlib.dtype_variants import CPU, run_kind
+from benchlib.models import build
 from server.config import Settings
 from server.models.tiny_xlmr import XLMR_SIZES
 
@@ -62,7 +63,8 @@ def run(args) -> None:
     print(json.dumps(env), flush=True)
     results = []
     for kind in args.models.split(","):
-        path = Path(given[kind]) if kind in given else build(kind, args.size, args.cache)
+        # Under --cache, a folder per size: the models of every size stay built for the next run.
+        path = Path(given[kind]) if kind in given else build(kind, args.size, args.cache / args.size)
         n = args.items or WORKLOAD[args.size][list(CASES).index(kind)]
         results.append(run_kind(kind, path, variants, n, args, settings))
         print(markdown(results[-1:], args.size), flush=True)

@@ -15,24 +15,11 @@ from benchlib.dtype_cases import CASES, batches_of
 from server.config import Settings
 from server.engine.runtime import named
 from server.families import FAMILIES
-from server.models.tiny_xlmr import XLMR_SIZES
-from server.transcription.tiny import SENSEVOICE_SIZES
 
 CPU = torch.device("cpu")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
           # --attribution: bfloat16 without the cpu_bf16 layers, and those layers run in float32.
           "bfloat16-eager": torch.bfloat16, "float32-packed": torch.float32}
-
-
-def build(kind: str, size: str, root: Path) -> Path:
-    from server.models.tiny_xlmr import build_tiny_bge_m3, build_tiny_reranker
-    from server.transcription.tiny import build_tiny_sensevoice
-
-    if kind == "asr":
-        return build_tiny_sensevoice(root / size / kind, **SENSEVOICE_SIZES[size])
-    builder = build_tiny_bge_m3 if kind == "embedding" else build_tiny_reranker
-    # The builder's default initializer (0.2) saturates a deep model; 0.02 is XLM-R's own.
-    return builder(root / size / kind, initializer_range=0.02, **XLMR_SIZES[size])
 
 
 @contextmanager
