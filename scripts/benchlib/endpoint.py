@@ -1,9 +1,11 @@
 """What every load driver sends, and to what: a Request (a JSON body or an audio upload, and how much
-work it carries) and an Endpoint (a running system, ours or a peer, and how to send it a Request)."""
+work it carries), an Endpoint (a running system, ours or a peer, and how to send it a Request), and
+a System (one not started yet)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import httpx
@@ -24,3 +26,14 @@ class Endpoint:
     send: Callable[[httpx.AsyncClient, Request], Awaitable[httpx.Response]]
     base_url: str
     counters: Callable[[], dict[str, float]] | None = None
+
+
+@dataclass(frozen=True)
+class System:
+    """A system under test, not started yet: its name in the tables ("peer": the peer's own, once
+    started) and what starts it."""
+
+    name: str
+    start: Callable[[], AbstractContextManager[Endpoint]]
+    # Interactive beside bulk: interactive requests sent as "interactive", the bulk as "background".
+    priorities: bool = False

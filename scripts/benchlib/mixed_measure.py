@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from benchlib import load, tables
-from benchlib.endpoint import Endpoint, Request
+from benchlib.endpoint import Endpoint, Request, System
 from benchlib.load import Run
 from benchlib.metrics import PassMeter
 from benchlib.mixed_workloads import WORKLOADS, MixedWorkload, with_priority
@@ -26,13 +26,6 @@ from benchlib.our_server import our_server
 
 FAIR, PRIORITIES, FIFO = "server (fair)", "server (fair, priorities)", "server (fifo)"
 MAX_BULK_SENDS = 1000
-
-
-@dataclass(frozen=True)
-class System:
-    name: str
-    start: Callable[[], AbstractContextManager[Endpoint]]
-    priorities: bool = False  # interactive requests sent as "interactive", the bulk as "background"
 
 
 def systems(kind: str, model_dir: Path, args) -> list[System]:
@@ -46,11 +39,9 @@ def systems(kind: str, model_dir: Path, args) -> list[System]:
     if args.peers:
         from benchlib import peers
 
-        missing = peers.unavailable(kind, args.peers_dir)
-        if missing:
-            print(f"  {kind}: peer skipped: {missing}", flush=True)
-        else:
-            found.append(System("peer", peers.peer_for(kind, model_dir, args.peers_dir)))
+        start = peers.installed_peer(kind, model_dir, args.peers_dir)
+        if start is not None:
+            found.append(System("peer", start))
     return found
 
 

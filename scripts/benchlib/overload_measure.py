@@ -12,11 +12,10 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib import load
-from benchlib.endpoint import Endpoint
+from benchlib.endpoint import Endpoint, System
 from benchlib.metrics import deadline_metrics, metrics_delta
 from benchlib.our_server import our_server
 from benchlib.overload_client import pct, summary
@@ -29,12 +28,6 @@ DEFAULT_TIMEOUT_S = {"embedding": 8.0, "reranker": 8.0, "asr": 10.0}
 BURST_FACTOR, SUSTAINED_LOAD = 3.0, 1.5  # burst: x T x C requests at once; sustained: x C per second
 CLIENT_MARGIN_S = 1.0  # no answer by T + this: late (the client gives up)
 GOODPUT_GOAL, REFUSAL_MS_GOAL, LATE_GOAL = 0.9, 100.0, 0.05
-
-
-@dataclass(frozen=True)
-class System:
-    name: str
-    start: Callable[[], AbstractContextManager[Endpoint]]
 
 
 def has_deadline_flag() -> bool:
@@ -63,11 +56,9 @@ def systems(kind: str, model_dir: Path, timeout_s: float, args) -> list[System]:
     if args.peers:
         from benchlib import peers
 
-        missing = peers.unavailable(kind, args.peers_dir)
-        if missing:
-            print(f"  {kind}: peer skipped: {missing}", flush=True)
-        else:
-            found.append(System("peer", peers.peer_for(kind, model_dir, args.peers_dir)))
+        start = peers.installed_peer(kind, model_dir, args.peers_dir)
+        if start is not None:
+            found.append(System("peer", start))
     return found
 
 

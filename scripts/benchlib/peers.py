@@ -14,14 +14,13 @@ ends, on errors too.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from benchlib.endpoint import Endpoint, Request
 from benchlib.funasr_server import funasr_request, funasr_version, start_funasr_server
 from benchlib.infinity import (
     INFINITY_PINS,
@@ -34,47 +33,48 @@ from benchlib.peer_process import CACHE
 from server.background import free_port
 
 
-@dataclass
-class PeerEndpoint:
-    """The fields of bench.Endpoint, so the benchmark drives a peer as it drives our server. A peer
-    has no batch counters to scrape."""
-
-    name: str
-    send: Callable[[httpx.AsyncClient, Any], Awaitable[httpx.Response]]  # (client, bench.Request)
-    base_url: str
-    counters: Callable[[], dict[str, float]] | None = None
-
-
 def peer_for(kind: str, model_dir: Path, peers_dir: Path = CACHE,
-             threads: int | None = None) -> Callable[[], Any] | None:
+             threads: int | None = None) -> Callable[[], AbstractContextManager[Endpoint]] | None:
     """For the benchmark: a function that starts the peer serving ``kind`` on ``model_dir`` and
-    returns a context manager yielding a PeerEndpoint, or None for a kind without a peer. Infinity's
-    venv is ``peers_dir / "infinity-venv"``. ``send`` takes bench.Request (``.json``: our JSON body,
-    ``.audio``: WAV bytes) and sends the same request in the peer's dialect."""
+    returns a context manager yielding its Endpoint (no batch counters: a peer has no /metrics to
+    scrape), or None for a kind without a peer. Infinity's venv is ``peers_dir / "infinity-venv"``.
+    The endpoint's ``send`` takes a Request (``.json``: our JSON body, ``.audio``: WAV bytes) and
+    sends the same request in the peer's dialect."""
     if kind in SERVED_NAMES:
         @contextmanager
-        def infinity() -> Iterator[PeerEndpoint]:
-            async def send(http: httpx.AsyncClient, req: Any) -> httpx.Response:
+        def infinity() -> Iterator[Endpoint]:
+            async def send(http: httpx.AsyncClient, req: Request) -> httpx.Response:
                 r = infinity_request(kind, req.json)
                 return await http.post(r["path"], **r["kwargs"])
 
             venv = Path(peers_dir) / "infinity-venv"
             with start_infinity(venv, kind, model_dir, free_port(), threads=threads) as peer:
-                yield PeerEndpoint(f"Infinity {INFINITY_PINS[0].split('==')[1]}", send, peer.url)
+                yield Endpoint(f"Infinity {INFINITY_PINS[0].split('==')[1]}", send, peer.url)
 
         return infinity
     if kind == "asr":
         @contextmanager
-        def funasr() -> Iterator[PeerEndpoint]:
-            async def send(http: httpx.AsyncClient, req: Any) -> httpx.Response:
+        def funasr() -> Iterator[Endpoint]:
+            async def send(http: httpx.AsyncClient, req: Request) -> httpx.Response:
                 r = funasr_request(req.audio, "clip.wav")
                 return await http.post(r["path"], **r["kwargs"])
 
             with start_funasr_server(model_dir, free_port(), threads=threads) as peer:
-                yield PeerEndpoint(f"funasr-server {funasr_version()}", send, peer.url)
+                yield Endpoint(f"funasr-server {funasr_version()}", send, peer.url)
 
         return funasr
     return None
+
+
+def installed_peer(kind: str, model_dir: Path,
+                   peers_dir: Path = CACHE) -> Callable[[], AbstractContextManager[Endpoint]] | None:
+    """``peer_for(kind, ...)`` where that peer can start without installing anything; else None, and
+    a line saying why it is skipped."""
+    missing = unavailable(kind, peers_dir)
+    if missing:
+        print(f"  {kind}: peer skipped: {missing}", flush=True)
+        return None
+    return peer_for(kind, model_dir, peers_dir)
 
 
 def unavailable(kind: str, peers_dir: Path = CACHE) -> str | None:
