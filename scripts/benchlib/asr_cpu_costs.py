@@ -22,7 +22,6 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import torch
 
 from benchlib.inputs import speech_clip, wav_bytes
 from benchlib.models import build
-from benchlib.timing import median_ms
+from benchlib.timing import median_ms, on_thread
 from server.background import free_port, serve_in_thread
 from server.config import Settings
 from server.engine.batching import model_thread
@@ -49,14 +48,7 @@ def run(args) -> None:
 
     worker = model_thread("asr")  # the model loads and computes on one thread, as in the server
 
-    def on_worker(fn: Callable[[], Any]) -> Any:
-        def run() -> Any:
-            with torch.inference_mode():
-                return fn()
-
-        return worker.submit(run).result()
-
-    model = on_worker(lambda: SenseVoice(model_dir, torch.device("cpu"), torch.float32))
+    model = on_thread(worker, lambda: SenseVoice(model_dir, torch.device("cpu"), torch.float32))
     clips = [speech_clip(10.0, seed) for seed in range(8)]
     wavs = [wav_bytes(clip) for clip in clips]
     # Single-threaded, as request preparation computes them: a torch team on this thread too would
@@ -78,14 +70,15 @@ def run(args) -> None:
 
     print("\nforward pass per clip")
     for size in (1, 2, 4, 8):
-        ms = on_worker(lambda size=size: median_ms(lambda: model.run_batch(items[:size]), args.repeats))
+        ms = on_thread(worker, lambda size=size: median_ms(lambda: model.run_batch(items[:size]), args.repeats))
         print(f"  batch of {size}      {ms / size:7.1f} ms")
 
     head = model.model.ctc.ctc_lo
     # The encoder output of 4 clips: 4 query frames and the clip's frames each.
-    hidden = on_worker(lambda: torch.randn(4, items[0].features.shape[0] + 4, head.in_features))
-    whole = on_worker(lambda: median_ms(lambda: torch.log_softmax(head(hidden), dim=-1).argmax(-1), args.repeats))
-    sliced = on_worker(lambda: median_ms(lambda: best_path(head, hidden), args.repeats))
+    hidden = on_thread(worker, lambda: torch.randn(4, items[0].features.shape[0] + 4, head.in_features))
+    whole = on_thread(worker, lambda: median_ms(lambda: torch.log_softmax(head(hidden), dim=-1).argmax(-1),
+                                                args.repeats))
+    sliced = on_thread(worker, lambda: median_ms(lambda: best_path(head, hidden), args.repeats))
     print(f"\nCTC head ({head.out_features} tokens), batch of 4: whole logits + log-softmax + arg max "
           f"{whole:.1f} ms, a slice at a time {sliced:.1f} ms")
 
@@ -104,7 +97,7 @@ def run(args) -> None:
         if beside:
             beside.start()
         try:
-            ms = on_worker(lambda: median_ms(lambda: model.run_batch(items[:4]), args.repeats))
+            ms = on_thread(worker, lambda: median_ms(lambda: model.run_batch(items[:4]), args.repeats))
         finally:
             stop.set()
             if beside:

@@ -18,7 +18,7 @@ import torch
 
 from benchlib.inputs import speech_clip
 from benchlib.models import build
-from benchlib.timing import median_ms
+from benchlib.timing import median_ms, on_thread
 from server.engine.batching import model_thread
 from server.engine.torch_threads import one_torch_thread
 from server.transcription.model import AsrItem, SenseVoice
@@ -31,20 +31,14 @@ def run(args) -> None:
     model_dir = build("asr", args.size, Path(tempfile.gettempdir()) / f"asr_pass_time_{args.size}")
     worker = model_thread("asr")  # loads and computes on one thread, as in the server
 
-    def on_worker(fn):
-        def run():
-            with torch.inference_mode():
-                return fn()
-        return worker.submit(run).result()
-
-    model = on_worker(lambda: SenseVoice(model_dir, torch.device("cpu"), torch.float32))
+    model = on_thread(worker, lambda: SenseVoice(model_dir, torch.device("cpu"), torch.float32))
     with one_torch_thread():  # features single-threaded, as request preparation computes them
         items = [model.with_features(AsrItem(speech_clip(SEGMENT_S, seed))) for seed in range(8)]
     print(f"SenseVoice {args.size}, float32, {torch.get_num_threads()} threads; {SEGMENT_S:g} s segments; "
           f"medians of {args.repeats}")
     print("| segments | audio s | pass s | ms per audio s |\n|---:|---:|---:|---:|")
     for count in (1, 2, 4, 8):
-        ms = on_worker(lambda count=count: median_ms(lambda: model.run_batch(items[:count]), args.repeats))
+        ms = on_thread(worker, lambda count=count: median_ms(lambda: model.run_batch(items[:count]), args.repeats))
         audio = count * SEGMENT_S
         print(f"| {count} | {audio:g} | {ms / 1000:.2f} | {ms / audio:.1f} |")
     worker.shutdown()
