@@ -18,15 +18,12 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from benchlib import (
-    metrics,
-    our_server,
-    throughput,
-    throughput_systems,
-    throughput_workloads,
-)
+from benchlib import throughput, throughput_workloads
 from benchlib.endpoint import Endpoint
 from benchlib.gpu_bookkeeping import Check, jsonable, table, timed_median
+from benchlib.metrics import scrape_counters
+from benchlib.our_server import our_send
+from benchlib.throughput_systems import SERVER
 from server.config import Settings
 
 
@@ -199,7 +196,7 @@ def server(c: Check, deadline: float) -> dict:
             entry: dict = {"workload": wl.name, "requests": len(wl.requests), "clients": wl.clients}
             units = sum(r.units for r in wl.requests)
             try:
-                ep = Endpoint(throughput_systems.SERVER, our_server.our_send(kind), url, lambda: metrics.scrape_counters(url))
+                ep = Endpoint(SERVER, our_send(kind), url, lambda: scrape_counters(url))
                 row = throughput.measure(ep, wl, measure_args, bare.get(kind))
                 entry["server"] = row
             except Exception as err:  # noqa: BLE001

@@ -106,7 +106,8 @@ def run(args, mix: dict[str, float]) -> int:
               f"{server_note}{'; malloc_trim(0) before each reading' if args.malloc_trim else ''}", flush=True)
         alive = None if server is None else (lambda: server.poll() is None)
         stats, memory = asyncio.run(run_load(url, args.api_key, args.concurrency, seconds, args.seed, pid, mix,
-                                              sample_every=args.sample_every, server_alive=alive, trim=args.malloc_trim))
+                                              sample_every=args.sample_every, server_alive=alive,
+                                              trim=args.malloc_trim))
         summary, failures = report(stats, memory, args.max_growth, warmup, seconds, args.window)
         if server is not None and server.poll() is not None:
             failures.append(f"the server exited with code {server.returncode} during the run")
