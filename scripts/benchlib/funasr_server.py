@@ -86,6 +86,7 @@ def transcribe(url: str, wav: bytes, timeout_s: float = 120) -> str:
 
 
 def funasr_version() -> str:
+    """The installed funasr's version: funasr-server is that package's, so it names the peer."""
     from importlib.metadata import version
 
     return version("funasr")

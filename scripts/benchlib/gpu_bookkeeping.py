@@ -85,6 +85,7 @@ class Check:
 
 
 def jsonable(value):
+    """``json.dumps``'s fallback for what the steps record: numpy scalars as numbers, the rest as text."""
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     if isinstance(value, float) and not math.isfinite(value):

@@ -34,6 +34,7 @@ class Run:
 
 
 async def timed_request(ep: Endpoint, http: httpx.AsyncClient, req: Request, run: Run) -> None:
+    """Send ``req``: a 200 adds its latency and units to ``run``; any other answer, or none, one error."""
     started = time.perf_counter()
     try:
         response = await ep.send(http, req)
@@ -48,6 +49,8 @@ async def timed_request(ep: Endpoint, http: httpx.AsyncClient, req: Request, run
 
 
 def http_client(ep: Endpoint, connections: int) -> httpx.AsyncClient:
+    """One pool of ``connections`` for a run's clients, one each, so none waits for a connection; its
+    timeout is long because a bulk request can take minutes."""
     return httpx.AsyncClient(base_url=ep.base_url, timeout=600,
                              limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections))
 
@@ -70,6 +73,7 @@ async def closed_loop(ep: Endpoint, requests: list[Request], clients: int, deadl
 
 
 def cpu_seconds() -> float:
+    """This process's CPU time (user and system): the load generator's, which the server did not get."""
     times = os.times()
     return times.user + times.system
 

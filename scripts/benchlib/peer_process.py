@@ -44,6 +44,7 @@ def linked_copy(src: Path, dst: Path) -> Path:
 
 
 def replace_file(path: Path, text: str) -> None:
+    """Write ``text`` at ``path`` in a linked copy, as a file of the copy's own."""
     path.unlink(missing_ok=True)  # a symlink into the original directory: never write through it
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

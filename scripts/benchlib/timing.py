@@ -15,12 +15,14 @@ T = TypeVar("T")
 
 
 def call_seconds(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call of ``fn``."""
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    """Median milliseconds of ``repeats`` calls of ``fn``, after one untimed call that pays its one-off costs."""
     fn()  # warm-up
     return statistics.median(call_seconds(fn) for _ in range(repeats)) * 1000
 
