@@ -1,9 +1,9 @@
 """Streamed transcription of a long recording: how soon the first text arrives against the whole
 answer, and what word timestamps yield and cost.
 
-On one recording (--minutes of real speech, the tests' espeak-ng recording tiled; cut at its pauses
-into segments by the server), this server, started as its own process, is asked in turn, --repeats
-times:
+On one recording (--stream-minutes of real speech, the tests' espeak-ng recording tiled; cut at its
+pauses into segments by the server), this server, started as its own process, is asked in turn,
+--stream-repeats times:
 
 * whole: ``response_format=json``: seconds until the answer;
 * streamed: ``stream=true``: seconds until the first ``transcript.text.delta`` that carries text,
@@ -17,7 +17,7 @@ meaningless words, so words per second only count what the alignment yields; pas
 
     python scripts/bench_stream.py --size small
     python scripts/bench.py --stream --size small
-    python scripts/bench_stream.py --model-dir asr=models/SenseVoiceSmall --minutes 10 --out stream.json
+    python scripts/bench_stream.py --model-dir asr=models/SenseVoiceSmall --stream-minutes 10 --out stream.json
 """
 
 from __future__ import annotations
