@@ -60,8 +60,7 @@ def rerank_costs(bodies: list[dict], batch_size: int | None) -> Callable[[Path],
         model.max_tokens = AutoConfig.from_pretrained(str(model_dir)).max_position_embeddings - 2
         settings = Settings()
         service = RerankService(model, None, max_length=settings.reranker_max_length,
-                                max_documents=settings.rerank_max_documents, max_tokens=settings.rerank_max_tokens,
-                                timeout=settings.request_timeout)
+                                max_documents=settings.rerank_max_documents, max_tokens=settings.rerank_max_tokens)
         rows = []
         for body in bodies:
             req = RerankRequest(**body)
