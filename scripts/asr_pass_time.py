@@ -1,10 +1,7 @@
 """How long one SenseVoice forward pass takes as it fills the audio budget: the figure behind the
 choice of bounding passes by cost (``--asr-max-batch-seconds``) rather than by time.
 
-A request that arrives while a pass runs waits for it, however fair the queue is. This times the
-server's own adapter, on its own worker thread, over 1, 2, 4 and 8 segments of 30 s (the longest
-piece long audio is cut into; 8 of them fill the default 240 s budget) and prints each pass's
-seconds and its cost per audio second.
+What it measures, and how, is in scripts/benchlib/asr_pass_time.py.
 
     python scripts/asr_pass_time.py --size full
 """
@@ -12,24 +9,10 @@ seconds and its cost per audio second.
 from __future__ import annotations
 
 import argparse
-import sys
-import tempfile
-from pathlib import Path
 
-import torch
+from benchlib import asr_pass_time
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from asr_cpu_costs import median_ms  # noqa: E402
-from bench import build, speech_clip  # noqa: E402
-
-from server.engine.batching import model_thread  # noqa: E402
-from server.engine.torch_threads import one_torch_thread  # noqa: E402
-from server.transcription.model import AsrItem, SenseVoice  # noqa: E402
-from server.transcription.tiny import SENSEVOICE_SIZES  # noqa: E402
-
-SEGMENT_S = 30.0
+from server.transcription.tiny import SENSEVOICE_SIZES
 
 
 def main() -> None:
@@ -37,26 +20,7 @@ def main() -> None:
     parser.add_argument("--size", choices=list(SENSEVOICE_SIZES), default="full")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    model_dir = build("asr", args.size, Path(tempfile.gettempdir()) / f"asr_pass_time_{args.size}")
-    worker = model_thread("asr")  # loads and computes on one thread, as in the server
-
-    def on_worker(fn):
-        def run():
-            with torch.inference_mode():
-                return fn()
-        return worker.submit(run).result()
-
-    model = on_worker(lambda: SenseVoice(model_dir, torch.device("cpu"), torch.float32))
-    with one_torch_thread():  # features single-threaded, as request preparation computes them
-        items = [model.with_features(AsrItem(speech_clip(SEGMENT_S, seed))) for seed in range(8)]
-    print(f"SenseVoice {args.size}, float32, {torch.get_num_threads()} threads; {SEGMENT_S:g} s segments; "
-          f"medians of {args.repeats}")
-    print("| segments | audio s | pass s | ms per audio s |\n|---:|---:|---:|---:|")
-    for count in (1, 2, 4, 8):
-        ms = on_worker(lambda count=count: median_ms(lambda: model.run_batch(items[:count]), args.repeats))
-        audio = count * SEGMENT_S
-        print(f"| {count} | {audio:g} | {ms / 1000:.2f} | {ms / audio:.1f} |")
-    worker.shutdown()
+    asr_pass_time.run(args)
 
 
 if __name__ == "__main__":

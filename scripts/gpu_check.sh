@@ -14,7 +14,9 @@
 #    --no-install skips it (a dry run here, where Python is 3.11 and the wheels are cp312: run it
 #    with PYTHON pointing at an environment that has the packages).
 # 2. runs scripts/gpu_check.py OUT_DIR (fidelity, throughput, memory, out-of-memory, server) within
-#    --budget-s seconds (300 at full size), under a hard timeout 45 s past it;
+#    --budget-s seconds (300 at full size), under a hard timeout 45 s past it. The project is not
+#    pip-installed on a GPU host: the repository root is on PYTHONPATH (behind the wheels), so the
+#    check, the server it starts and pytest all import this checkout's `server`;
 # 3. runs the GPU-marked tests (tests/gpu) with TEST_DEVICE set to the device, results
 #    into OUT_DIR/pytest_gpu.log and OUT_DIR/pytest_gpu.xml.
 #
@@ -55,6 +57,9 @@ started=$(date +%s)
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 export TMPDIR=${TMPDIR:-/tmp}
+# The project is not installed on a GPU host: `server` comes from this checkout's root. The
+# wheels' directory goes ahead of it (below).
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 if [ "$INSTALL" = 1 ]; then
   if [ ! -f .gpu-wheels/SHA256SUMS ]; then

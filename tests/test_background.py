@@ -13,11 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from benchlib import load, throughput
+from benchlib.endpoint import Endpoint, Request
+from benchlib.throughput import bench_workload, measure
+from benchlib.throughput_report import targets
+from benchlib.throughput_systems import OFFLINE, SERVER, SERVER_OFF
+from benchlib.throughput_workloads import Workload
 
 from server.background import free_port, started_process
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import bench  # noqa: E402
 
 
 def test_started_process_waits_for_ready_and_stops_the_process(tmp_path):
@@ -47,8 +50,8 @@ def test_benchmark_measures_the_load_generators_cpu():
         return httpx.Response(200)
 
     def closed_loop(send):
-        ep = bench.Endpoint("client", send, "http://127.0.0.1:9")
-        return asyncio.run(bench.closed_loop(ep, [bench.Request({})] * 4, 1, 60))
+        ep = Endpoint("client", send, "http://127.0.0.1:9")
+        return asyncio.run(load.closed_loop(ep, [Request({})] * 4, 1, 60))
 
     # Making the HTTP client costs CPU too (its TLS context), more on a busy machine and most the
     # first time in a process (imports, certificates): the 4 x 50 ms the busy client burns are what
@@ -61,16 +64,16 @@ def test_benchmark_measures_the_load_generators_cpu():
 
 def test_benchmark_ratios_and_targets():
     rows = [
-        {"system": bench.OFFLINE, "texts/s": 100.0},
-        {"system": bench.SERVER, "texts/s": 95.0, "padding efficiency": 0.9, "lone p50 ms": 11.0, "lone forward ms": 10.0,
+        {"system": OFFLINE, "texts/s": 100.0},
+        {"system": SERVER, "texts/s": 95.0, "padding efficiency": 0.9, "lone p50 ms": 11.0, "lone forward ms": 10.0,
          "client CPU share": 0.08},
-        {"system": bench.SERVER_OFF, "texts/s": 25.0},
+        {"system": SERVER_OFF, "texts/s": 25.0},
         {"system": "Infinity 0.0.78", "texts/s": 100.0},
     ]
-    ratios = bench.ratios(rows, "texts")
-    assert ratios == pytest.approx({f"server / {bench.OFFLINE}": 0.95, f"server / {bench.SERVER_OFF}": 3.8,
+    ratios = throughput.ratios(rows, "texts")
+    assert ratios == pytest.approx({f"server / {OFFLINE}": 0.95, f"server / {SERVER_OFF}": 3.8,
                                     "server / Infinity 0.0.78": 0.95, "lone p50 / its forward pass": 1.1})
-    judged = bench.targets([{"kind": "embedding", "workload": "mixed lengths", "rows": rows, "ratios": ratios}])
+    judged = targets([{"kind": "embedding", "workload": "mixed lengths", "rows": rows, "ratios": ratios}])
     verdicts = {t["target"]: t["met"] for t in judged}
     ceilings = {t["target"]: t["ceiling here"] for t in judged if t["ceiling here"] is not None}
     # What batching could give at most here: the offline limit (100/s) over batching off (25/s);
@@ -88,13 +91,13 @@ def test_benchmark_ratios_and_targets():
 
 def test_no_batching_ceiling_from_an_offline_reference_slower_than_the_server():
     rows = [
-        {"system": bench.OFFLINE, "documents/s": 27.0},
-        {"system": bench.SERVER, "documents/s": 48.0, "padding efficiency": 0.96, "client CPU share": 0.0},
-        {"system": bench.SERVER_OFF, "documents/s": 37.0},
+        {"system": OFFLINE, "documents/s": 27.0},
+        {"system": SERVER, "documents/s": 48.0, "padding efficiency": 0.96, "client CPU share": 0.0},
+        {"system": SERVER_OFF, "documents/s": 37.0},
     ]
     res = {"kind": "reranker", "workload": "10-100 documents, first 512 tokens", "rows": rows,
-           "ratios": bench.ratios(rows, "documents")}
-    judged = {t["target"]: t for t in bench.targets([res])}
+           "ratios": throughput.ratios(rows, "documents")}
+    judged = {t["target"]: t for t in targets([res])}
     off = judged["reranker (10-100 documents, first 512 tokens): server / batching off"]
     assert off["measured"] == pytest.approx(48 / 37) and off["ceiling here"] is None
 
@@ -106,20 +109,20 @@ def test_the_lone_request_is_timed_only_by_the_workload_that_has_one():
         sent.append(req)
         return httpx.Response(200)
 
-    ep = bench.Endpoint("server", answer, "http://127.0.0.1:9")
+    ep = Endpoint("server", answer, "http://127.0.0.1:9")
     args = argparse.Namespace(max_seconds=60, lone=3)
-    requests, lone = [bench.Request({"n": i}) for i in range(4)], bench.Request({"lone": True})
-    with_lone = bench.measure(ep, bench.Workload("embedding", "mixed lengths", "texts", requests, lone, 2, None), args)
+    requests, lone = [Request({"n": i}) for i in range(4)], Request({"lone": True})
+    with_lone = measure(ep, Workload("embedding", "mixed lengths", "texts", requests, lone, 2, None), args)
     assert with_lone["lone p50 ms"] is not None and sent.count(lone) == 3
     sent.clear()
-    without = bench.measure(ep, bench.Workload("embedding", "short texts", "texts", requests, None, 2, None), args)
+    without = measure(ep, Workload("embedding", "short texts", "texts", requests, None, 2, None), args)
     assert "lone p50 ms" not in without and lone not in sent and len(sent) == 2 + 4  # warm-up, then the run
 
 
 def test_rounds_take_turns_and_ratios_are_taken_within_each_round(monkeypatch):
     # Each system's speed by round: the machine is fast in round 0 and slow in round 1, so only a
     # ratio within a round compares like with like.
-    speed = {bench.SERVER: [120.0, 90.0, 100.0], bench.SERVER_OFF: [100.0, 60.0, 80.0]}
+    speed = {SERVER: [120.0, 90.0, 100.0], SERVER_OFF: [100.0, 60.0, 80.0]}
     offline = [60.0, 50.0, 100.0]
     order = []
 
@@ -127,24 +130,24 @@ def test_rounds_take_turns_and_ratios_are_taken_within_each_round(monkeypatch):
         @contextmanager
         def start():
             order.append(name)
-            yield bench.Endpoint(name, None, "http://127.0.0.1:9")
+            yield Endpoint(name, None, "http://127.0.0.1:9")
         return start
 
-    monkeypatch.setattr(bench, "systems", lambda wl, model_dir, args: [started(bench.SERVER), started(bench.SERVER_OFF)])
-    monkeypatch.setattr(bench, "measure", lambda ep, wl, args, bare_s: {
+    monkeypatch.setattr(throughput, "systems", lambda wl, model_dir, args: [started(SERVER), started(SERVER_OFF)])
+    monkeypatch.setattr(throughput, "measure", lambda ep, wl, args, bare_s: {
         "system": ep.name, "texts/s": speed[ep.name][order.count(ep.name) - 1], "requests/s": 1.0})
 
     def offline_seconds(model_dir):
-        order.append(bench.OFFLINE)
-        return 10 / offline[order.count(bench.OFFLINE) - 1]  # 10 texts of 1 unit each
+        order.append(OFFLINE)
+        return 10 / offline[order.count(OFFLINE) - 1]  # 10 texts of 1 unit each
 
-    wl = bench.Workload("embedding", "short texts", "texts", [bench.Request({}, units=1.0)] * 10, None, 2, offline_seconds)
+    wl = Workload("embedding", "short texts", "texts", [Request({}, units=1.0)] * 10, None, 2, offline_seconds)
     args = argparse.Namespace(rounds=3, sweep_seconds=0, sweep_fractions=[])
-    res = bench.bench_workload(wl, Path("unused"), args)
-    assert order == [bench.OFFLINE, bench.SERVER, bench.SERVER_OFF] * 3  # in turn, round by round
+    res = bench_workload(wl, Path("unused"), args)
+    assert order == [OFFLINE, SERVER, SERVER_OFF] * 3  # in turn, round by round
     rows = {r["system"]: r for r in res["rows"]}
-    assert rows[bench.SERVER]["texts/s"] == 100.0 and rows[bench.SERVER]["rounds"] == "120.0 / 90.0 / 100.0"
-    assert list(rows[bench.SERVER])[:3] == ["system", "texts/s", "rounds"]  # the same columns in every table
-    assert rows[bench.OFFLINE]["texts/s"] == pytest.approx(60.0)
+    assert rows[SERVER]["texts/s"] == 100.0 and rows[SERVER]["rounds"] == "120.0 / 90.0 / 100.0"
+    assert list(rows[SERVER])[:3] == ["system", "texts/s", "rounds"]  # the same columns in every table
+    assert rows[OFFLINE]["texts/s"] == pytest.approx(60.0)
     # Within each round: 1.2, 1.5, 1.25 against batching off; 2.0, 1.8, 1.0 against offline.
-    assert res["ratios"] == pytest.approx({f"server / {bench.SERVER_OFF}": 1.25, f"server / {bench.OFFLINE}": 1.8})
+    assert res["ratios"] == pytest.approx({f"server / {SERVER_OFF}": 1.25, f"server / {OFFLINE}": 1.8})

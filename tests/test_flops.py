@@ -1,4 +1,4 @@
-"""scripts/flops.py: the FLOPs it counts from a model directory's architecture are the FLOPs torch's
+"""scripts/benchlib/flops.py: the FLOPs it counts from a model directory's architecture are the FLOPs torch's
 own counter (torch.utils.flop_counter.FlopCounterMode) measures on the real adapters' forward passes
 over the tiny models, for padded and unpadded rows, on the CPU in float32.
 
@@ -20,18 +20,14 @@ frames (on others, one LFR frame more in one case of six; checked separately).
 from __future__ import annotations
 
 import random
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from benchlib import flops
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import flops  # noqa: E402
 
 CPU = torch.device("cpu")
 EXACT = 1e-9  # relative tolerance of every agreement below

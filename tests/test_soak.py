@@ -1,5 +1,6 @@
-"""scripts/soak.py: the memory verdict's arithmetic, and a short run against the server subprocess
-it starts (memory read from that process, which is stopped at the end)."""
+"""scripts/soak.py (its code in scripts/benchlib/soak*.py): the memory verdict's arithmetic, and a
+short run against the server subprocess it starts (memory read from that process, which is stopped
+at the end)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from server.cli import build_parser
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import soak
+from benchlib.soak import serve_command
+from benchlib.soak_load import Stats
+from benchlib.soak_memory import window_medians
+from benchlib.soak_report import report
+
+from server.cli import build_parser
 
 MB = 2**20
 
@@ -23,25 +27,25 @@ def sawtooth(seconds: int, level_mb: float, slope_mb_per_s: float = 0.0) -> list
 
 
 def test_window_medians_read_the_level_not_the_phase_of_the_trim_sawtooth():
-    levels = soak.window_medians(sawtooth(120, 900), warmup_s=24, load_s=120, window_s=30)
+    levels = window_medians(sawtooth(120, 900), warmup_s=24, load_s=120, window_s=30)
     assert levels["warm_window_s"] == [24, 54] and levels["end_window_s"] == [90, 120]
     assert abs(levels["end"] - levels["warm"]) <= 10 * MB  # single readings differ by up to 90 MB
 
 
 def test_windows_shrink_so_that_they_never_overlap_and_fall_back_to_the_nearest_reading():
-    levels = soak.window_medians(sawtooth(30, 900), warmup_s=6, load_s=30, window_s=30)
+    levels = window_medians(sawtooth(30, 900), warmup_s=6, load_s=30, window_s=30)
     assert levels["warm_window_s"] == [6, 18] and levels["end_window_s"] == [18, 30]
     sparse = [(5.0, 100 * MB), (60.0, 200 * MB)]
-    levels = soak.window_medians(sparse, warmup_s=20, load_s=60, window_s=1)
+    levels = window_medians(sparse, warmup_s=20, load_s=60, window_s=1)
     assert (levels["warm"], levels["end"]) == (100 * MB, 200 * MB)
 
 
 def _verdict(samples) -> tuple[dict, list[str]]:
-    stats = soak.Stats()
+    stats = Stats()
     stats.statuses["embeddings"] = Counter({200: 100})
     stats.latencies["embeddings"] = [0.1] * 100
     memory = {"samples": samples, "start": 700 * MB, "end": 800 * MB, "elapsed_s": 120.0}
-    return soak.report(stats, memory, max_growth=0.05, warmup_s=24, load_s=120, window_s=30)
+    return report(stats, memory, max_growth=0.05, warmup_s=24, load_s=120, window_s=30)
 
 
 def test_a_flat_sawtooth_passes_and_a_rising_level_fails():
@@ -54,7 +58,7 @@ def test_a_flat_sawtooth_passes_and_a_rising_level_fails():
 
 def test_the_serve_command_is_one_the_cli_accepts():
     models = {"embedding_model": "/m/e", "reranker_model": "/m/r", "asr_model": "/m/a"}
-    cmd = soak.serve_command(models, 8123, api_key="sk-test")
+    cmd = serve_command(models, 8123, api_key="sk-test")
     assert cmd[:4] == [sys.executable, "-m", "server.cli", "serve"]
     args = build_parser().parse_args(cmd[3:])
     assert (args.port, args.host, args.device, args.api_keys) == ("8123", "127.0.0.1", "cpu", ["sk-test"])
