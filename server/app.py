@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from server import __version__, tei
+from server import __version__, embeddings, rerank, tei
 from server.api import health, models
 from server.api.docs import declare_bearer_auth, offline_app
 from server.api.middleware import ApiKeyGuard, BodyLimit, RequestContext, SlowBody
@@ -72,8 +72,10 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.state.runtime = runtime
     app.state.metrics = metrics
     install_error_handlers(app, {path: tei_error_body for path in tei.PATHS})
-    for module in (health, models, tei_routes):
+    for module in (health, models):
         app.include_router(module.router)
+    # TEI's /info and /tokenize speak for the embedding model when it is served, else the reranker.
+    app.include_router(tei_routes.routes((embeddings.FAMILY, rerank.FAMILY)))
     for family in FAMILIES.values():
         app.include_router(family.routes())
     app.include_router(health.metrics_router)

@@ -70,3 +70,11 @@ class Services(Protocol):
         """The family's service if it serves the model ``name``: 404 if not, 503 while loading or
         draining."""
         ...
+
+    def serves(self, family: Family[Any, Any]) -> bool:
+        """Whether the family is configured (served, or loading)."""
+        ...
+
+    def served_names(self) -> list[str]:
+        """Every model name the server answers to."""
+        ...

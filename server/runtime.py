@@ -121,6 +121,9 @@ class Runtime:
         # Served by kind, each of its own family's service type: the one place the type is restored.
         return cast(S, self.served[kind].service)
 
+    def serves(self, family: Family[Any, Any]) -> bool:
+        return family.spec.kind in self.configured
+
     def served_names(self) -> list[str]:
         return [name for kind in self.configured for name in self.families[kind].spec.names]
 

@@ -15,7 +15,7 @@ LAYERS = (
     ("server.cli", "server.background", "server.http_server", "server.demo"),  # the process
     ("server.app",),  # builds the app from the settings
     # The wiring of settings, metrics, store and device, and the routes that span families.
-    ("server.families", "server.runtime", "server.api.health", "server.api.models", "server.tei.routes"),
+    ("server.families", "server.runtime", "server.api.health", "server.api.models"),
     ("server.embeddings", "server.rerank", "server.transcription"),  # the families
     # What every family's edge shares: the HTTP helpers, the API dialects' shared parts, metrics,
     # and the family contract.
