@@ -16,6 +16,7 @@ from pydantic.fields import FieldInfo
 
 from server.config import ENV_PREFIX, Settings
 from server.errors import StartupError
+from server.families import FAMILIES, SPECS
 
 DESCRIPTION = (
     "Serve bge-m3 embeddings, bge-reranker-v2-m3 rerank and SenseVoiceSmall transcription over HTTP, "
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(serve)
     download = commands.add_parser("download", help="Fetch the real models into models/ (for air-gapped hosts).")
     # argparse checks a list default against `choices` as one value, so the default is a string.
-    download.add_argument("which", nargs="*", choices=["embedding", "reranker", "asr", "all"], default="all",
+    download.add_argument("which", nargs="*", choices=[*FAMILIES, "all"], default="all",
                           help="Which models (default: all).")
     models_dir = Settings.model_fields["models_dir"]
     download.add_argument("--models-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
@@ -107,7 +108,6 @@ def serve(settings: Settings) -> int:
 
     from server.app import create_app
     from server.http_server import DrainingServer, http_config
-    from server.families import SPECS
     from server.models.device import resolve_device, resolve_dtype
     from server.models.preflight import check_models
 
@@ -141,7 +141,6 @@ def serve(settings: Settings) -> int:
 
 
 def download(which: list[str] | str, models_dir: Path) -> int:
-    from server.families import SPECS
     from server.models import manifest, store
     from server.models.hub import HubUnreachable
 

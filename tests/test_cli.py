@@ -307,3 +307,14 @@ def test_process_with_incomplete_model_dir_names_the_missing_file(bge_m3_dir, tm
     assert "missing sparse_linear.pt" in proc.stderr
     assert str(broken) in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_download_offers_every_registered_family(monkeypatch):
+    """The download choices come from the family registry: a family registered there is offered,
+    with no list in the CLI to keep in step."""
+    from server import cli
+
+    monkeypatch.setattr(cli, "FAMILIES", {**cli.FAMILIES, "classifier": cli.FAMILIES["embedding"]})
+    assert build_parser().parse_args(["download", "classifier"]).which == ["classifier"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["download", "nothing-registered"])
