@@ -75,8 +75,13 @@ class UploadBudget:
         """Seconds a request of ``priority`` arriving now would wait for a slot: none while one is
         free; else its turn among those waiting at its priority or above, as slots free at the
         pace they have lately. Without a slot held yet, 0: nothing to go by."""
-        pace = self._pace_s if self._pace_s is not None else self._hold_s and self._hold_s / self.max_decoding
-        if self._busy < self.max_decoding or not pace:
+        if self._busy < self.max_decoding:
+            return 0.0
+        if self._pace_s is not None:
+            pace = self._pace_s
+        elif self._hold_s is not None:  # no hand-over under load yet: a calm hold over the slots
+            pace = self._hold_s / self.max_decoding
+        else:
             return 0.0
         ahead = sum(1 for own_rank, _, wakeup in self._waiting if own_rank <= RANK[priority] and not wakeup.done())
         return (ahead + 1) * pace
