@@ -1,5 +1,5 @@
 """Where a transcription's CPU time goes, piece by piece: the figures behind server/engine/cpu_gate.py and
-the sliced CTC head (server/transcription/ctc.py's best_path).
+the sliced CTC head (server/asr/ctc.py's best_path).
 
 What it measures, and how, is in scripts/benchlib/asr_cpu_costs.py.
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchlib import asr_cpu_costs
 
-from server.transcription.tiny import SENSEVOICE_SIZES
+from server.asr.tiny import SENSEVOICE_SIZES
 
 
 def main() -> None:

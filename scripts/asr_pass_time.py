@@ -12,7 +12,7 @@ import argparse
 
 from benchlib import asr_pass_time
 
-from server.transcription.tiny import SENSEVOICE_SIZES
+from server.asr.tiny import SENSEVOICE_SIZES
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from benchlib import mixed, overload, stream, throughput
 from benchlib.models import KINDS
 
-from server.models.tiny_xlmr import XLMR_SIZES
+from server.compute.tiny_xlmr import XLMR_SIZES
 
 
 def main() -> None:

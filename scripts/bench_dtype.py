@@ -20,7 +20,7 @@ if "--passive" in sys.argv:  # before torch loads its OpenMP runtime
 # Only now: these import torch, which reads OMP_WAIT_POLICY once, as it loads.
 from benchlib import dtype_compare
 
-from server.models.tiny_xlmr import XLMR_SIZES
+from server.compute.tiny_xlmr import XLMR_SIZES
 
 
 def main() -> None:

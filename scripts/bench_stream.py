@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchlib import stream
 
-from server.transcription.tiny import SENSEVOICE_SIZES
+from server.asr.tiny import SENSEVOICE_SIZES
 
 
 def parse_args() -> argparse.Namespace:

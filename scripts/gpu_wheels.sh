@@ -18,23 +18,23 @@
 #
 # * transformers 5.17 + tokenizers 0.23 (the machine's) CANNOT serve this server: FlagEmbedding
 #   1.4.2 imports and bge-m3 loads, but transformers 5's tokenizers have no
-#   build_inputs_with_special_tokens, which server/rerank/model.py (pair template) and
-#   server/embeddings/model.py (wrap_ids) call ("AttributeError: XLMRobertaTokenizer has no
+#   build_inputs_with_special_tokens, which server/reranker/model.py (pair template) and
+#   server/embedding/model.py (wrap_ids) call ("AttributeError: XLMRobertaTokenizer has no
 #   attribute build_inputs_with_special_tokens" at reranker load). So our pins travel:
 #   transformers 4.57.6, tokenizers 0.22.2 (4.57.6 checks tokenizers<=0.23.0 at import) and
 #   huggingface_hub 0.36.2 (4.57.6 requires hub<1.0). They shadow the machine's versions.
-# * av (PyAV, bundled FFmpeg) is unavoidable: server/transcription/audio.py imports it at module
+# * av (PyAV, bundled FFmpeg) is unavoidable: server/asr/audio.py imports it at module
 #   level and server.app imports the transcription route, so no server starts without it.
 # * silero-vad 6.2.3's wheel is 11.3 MB, of which ~11 MB are model files the server never opens:
 #   seven ONNX variants and a safetensors copy; the server loads only silero_vad.jit
-#   (load_silero_vad(onnx=False) in server/transcription/vad.py). With the plain wheel the set is
+#   (load_silero_vad(onnx=False) in server/asr/vad.py). With the plain wheel the set is
 #   ~75 MB, over the 64 MiB (67.1 MB) a call carries, so it travels trimmed: the same wheel
 #   without data/*.onnx and data/*.safetensors, its RECORD rewritten, relabelled 6.2.3+jitonly
 #   (~2.1 MB). The package imports and load_silero_vad() loads as from the plain wheel (checked
 #   below on the trimmed wheel). Every other wheel travels as published.
 # * funasr 1.4.16 imports every submodule and records failures, so SenseVoiceSmall registers only
 #   when funasr.models.sense_voice.model imports: that needs rapidfuzz (paraformer.search),
-#   kaldiio + librosa (funasr.utils.load_utils, imported by server/transcription/quiet_funasr.py),
+#   kaldiio + librosa (funasr.utils.load_utils, imported by server/asr/quiet_funasr.py),
 #   omegaconf + hydra-core + antlr4 (funasr.auto), kaldi-native-fbank (front end). librosa's
 #   presence makes transformers' audio_utils import soxr, so soxr travels too. librosa's own heavy
 #   needs (numba, scipy, scikit-learn, joblib, lazy-loader, msgpack) are on the machine;

@@ -3,7 +3,7 @@
     python scripts/make_test_audio.py          # needs espeak-ng on PATH (apt-get install espeak-ng)
 
 The sentences are synthesised by espeak-ng, trimmed to their voiced part, resampled to 16 kHz with
-server.transcription.audio.decode_audio, and joined with digital silence: 0.5 s lead, 1.5 s between sentences,
+server.asr.audio.decode_audio, and joined with digital silence: 0.5 s lead, 1.5 s between sentences,
 0.5 s tail. The JSON records, in seconds, where each sentence and each pause lies, computed here
 from the concatenation (not measured), so the VAD tests check against ground truth. The FLAC is
 committed; tests never need espeak-ng.
@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from server.transcription.audio import SAMPLE_RATE, decode_audio
+from server.asr.audio import SAMPLE_RATE, decode_audio
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from server import __version__, embeddings, rerank, tei
-from server.api import health, models
+from server import __version__, embedding, reranker, tei
+from server.api import health, model_list
 from server.api.docs import declare_bearer_auth, offline_app
 from server.api.middleware import ApiKeyGuard, BodyLimit, RequestContext, SlowBody
 from server.config import Settings
@@ -72,10 +72,10 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.state.runtime = runtime
     app.state.metrics = metrics
     install_error_handlers(app, {path: tei_error_body for path in tei.PATHS})
-    for module in (health, models):
+    for module in (health, model_list):
         app.include_router(module.router)
     # TEI's /info and /tokenize speak for the embedding model when it is served, else the reranker.
-    app.include_router(tei_routes.routes((embeddings.FAMILY, rerank.FAMILY)))
+    app.include_router(tei_routes.routes((embedding.FAMILY, reranker.FAMILY)))
     for family in FAMILIES.values():
         app.include_router(family.routes())
     app.include_router(health.metrics_router)

@@ -108,8 +108,8 @@ def serve(settings: Settings) -> int:
 
     from server.app import create_app
     from server.http_server import DrainingServer, http_config
-    from server.models.device import resolve_device, resolve_dtype
-    from server.models.preflight import check_models
+    from server.compute.device import resolve_device, resolve_dtype
+    from server.weights.preflight import check_models
 
     # Before anything is built or bound: a device or dtype this machine cannot serve fails now.
     resolve_dtype(settings.dtype, resolve_device(settings.device))
@@ -141,8 +141,8 @@ def serve(settings: Settings) -> int:
 
 
 def download(which: list[str] | str, models_dir: Path) -> int:
-    from server.models import manifest, store
-    from server.models.hub import HubUnreachable
+    from server.weights import manifest, store
+    from server.weights.hub import HubUnreachable
 
     which = [which] if isinstance(which, str) else which
     kinds = list(SPECS) if "all" in which else which

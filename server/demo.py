@@ -12,7 +12,7 @@ from pathlib import Path
 
 from server.config import Settings
 from server.families import FAMILIES
-from server.models.store import is_off
+from server.weights.store import is_off
 
 log = logging.getLogger(__name__)
 

@@ -3,13 +3,13 @@
 
 from typing import Any
 
-from server import embeddings, rerank, transcription
+from server import asr, embedding, reranker
 from server.family import Family
-from server.models.store import ModelSpec
+from server.weights.store import ModelSpec
 
 FAMILIES: dict[str, Family[Any, Any]] = {f.spec.kind: f for f in (
-    embeddings.FAMILY,
-    rerank.FAMILY,
-    transcription.FAMILY,
+    embedding.FAMILY,
+    reranker.FAMILY,
+    asr.FAMILY,
 )}
 SPECS: dict[str, ModelSpec] = {kind: family.spec for kind, family in FAMILIES.items()}

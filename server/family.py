@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from server.config import Settings
 from server.engine.batching import Batcher
-from server.models.store import ModelSpec
+from server.weights.store import ModelSpec
 
 if TYPE_CHECKING:  # only named in signatures: importing them is the app's business
     import torch

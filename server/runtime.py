@@ -23,8 +23,8 @@ from server.engine.cpu_gate import CpuGate
 from server.errors import ModelNotFound, NotReady, ShuttingDown
 from server.family import Family, S
 from server.metrics import Metrics
-from server.models import store
-from server.models.device import resolve_device, resolve_dtype
+from server.weights import store
+from server.compute.device import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 

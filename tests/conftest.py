@@ -13,7 +13,7 @@ import pytest
 
 from server.background import RunningServer, free_port, serve_in_thread
 from server.config import ENV_PREFIX, Settings
-from server.models.tiny_xlmr import build_tiny_bge_m3, build_tiny_reranker
+from server.compute.tiny_xlmr import build_tiny_bge_m3, build_tiny_reranker
 
 # The suite's servers (in-process and subprocesses alike) run where its references are computed,
 # on the CPU in float32, also on a GPU host (whose --device auto would pick CUDA in float16). Tests
@@ -46,7 +46,7 @@ def reranker_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def sensevoice_dir(tmp_path_factory) -> Path:
-    from server.transcription.tiny import build_tiny_sensevoice
+    from server.asr.tiny import build_tiny_sensevoice
 
     return build_tiny_sensevoice(tmp_path_factory.mktemp("models") / "SenseVoiceSmall")
 

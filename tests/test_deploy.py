@@ -33,11 +33,11 @@ from server.app import create_app
 from server.background import free_port, serve_in_thread
 from server.cli import build_parser
 from server.config import ENV_PREFIX, Settings
-from server.embeddings import SPEC as EMBEDDING
+from server.embedding import SPEC as EMBEDDING
 from server.engine.records import BatcherStats
 from server.errors import StartupError
 from server.metrics import ITEM_OUTCOMES, Metrics
-from server.models import manifest, store
+from server.weights import manifest, store
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"

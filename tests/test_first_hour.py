@@ -19,7 +19,7 @@ from conftest import assert_error_shape, live_server
 from server.background import free_port
 from server.config import ENV_PREFIX
 from server.families import SPECS
-from server.models.tiny_xlmr import TINY_CONFIG
+from server.compute.tiny_xlmr import TINY_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024

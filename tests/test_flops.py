@@ -65,27 +65,27 @@ LENGTHS = [5, 17, 40, 64]  # rows of different lengths: padding to 64 changes th
 
 @pytest.fixture(scope="module")
 def bge_m3(bge_m3_dir):
-    from server.embeddings.model import BgeM3
+    from server.embedding.model import BgeM3
 
     return BgeM3(bge_m3_dir, CPU, torch.float32)
 
 
 @pytest.fixture(scope="module")
 def reranker(reranker_dir):
-    from server.rerank.model import BgeReranker
+    from server.reranker.model import BgeReranker
 
     return BgeReranker(reranker_dir, CPU, torch.float32)
 
 
 @pytest.fixture(scope="module")
 def sensevoice(sensevoice_dir):
-    from server.transcription.model import SenseVoice
+    from server.asr.model import SenseVoice
 
     return SenseVoice(sensevoice_dir, CPU, torch.float32)
 
 
 def asr_items(model, seconds: list[float]):
-    from server.transcription.model import AsrItem
+    from server.asr.model import AsrItem
 
     clips = [np.random.default_rng(i).standard_normal(round(s * 16000)).astype(np.float32) * 0.1
              for i, s in enumerate(seconds)]
@@ -94,7 +94,7 @@ def asr_items(model, seconds: list[float]):
 
 @pytest.mark.parametrize("heads", [{}, {"sparse": True, "colbert": True}], ids=["dense", "all-heads"])
 def test_embedding_flops_match_torchs_count(bge_m3, bge_m3_dir, heads):
-    from server.embeddings.model import EmbedItem
+    from server.embedding.model import EmbedItem
 
     items = [EmbedItem(ids, **heads) for ids in text_rows(LENGTHS)]
     costs = [bge_m3.cost(it) for it in items]

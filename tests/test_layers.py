@@ -15,13 +15,13 @@ LAYERS = (
     ("server.cli", "server.background", "server.http_server", "server.demo"),  # the process
     ("server.app",),  # builds the app from the settings
     # The wiring of settings, metrics, store and device, and the routes that span families.
-    ("server.families", "server.runtime", "server.api.health", "server.api.models"),
-    ("server.embeddings", "server.rerank", "server.transcription"),  # the families
+    ("server.families", "server.runtime", "server.api.health", "server.api.model_list"),
+    ("server.embedding", "server.reranker", "server.asr"),  # the families
     # What every family's edge shares: the HTTP helpers, the API dialects' shared parts, metrics,
     # and the family contract.
     ("server.api", "server.tei", "server.metrics", "server.family"),
     ("server.engine",),  # the batcher and its scheduling: no HTTP, no settings
-    ("server.models",),  # the weight store, devices and the network code the adapters share
+    ("server.weights", "server.compute"),  # the weight store; devices and the network code the adapters share
     ("server.config", "server.errors", "server"),
 )
 FAMILIES = LAYERS[3]

@@ -172,7 +172,7 @@ def _long_wav(minutes: float) -> bytes:
     import io
     import wave
 
-    from server.transcription.audio import decode_audio
+    from server.asr.audio import decode_audio
 
     speech = decode_audio((ROOT / "tests/data/speech_pauses.flac").read_bytes(), max_seconds=60)
     audio = np.tile(speech, int(minutes * 60 * 16000 / speech.size) + 1)

@@ -1,5 +1,5 @@
 """Where a transcription's CPU time goes, piece by piece: the figures behind server/engine/cpu_gate.py and
-the sliced CTC head (server/transcription/ctc.py's best_path).
+the sliced CTC head (server/asr/ctc.py's best_path).
 
 For 10 s speech clips through the server's own SenseVoice adapter, loaded on a worker thread as the
 server loads it, it prints medians of:
@@ -35,11 +35,11 @@ from server.background import free_port, serve_in_thread
 from server.config import Settings
 from server.engine.batching import model_thread
 from server.engine.torch_threads import one_torch_thread
-from server.transcription import service as transcription
-from server.transcription.audio import decode_audio
-from server.transcription.ctc import best_path
-from server.transcription.model import AsrItem, SenseVoice
-from server.transcription.vad import has_speech
+from server.asr import service as transcription
+from server.asr.audio import decode_audio
+from server.asr.ctc import best_path
+from server.asr.model import AsrItem, SenseVoice
+from server.asr.vad import has_speech
 
 
 def run(args) -> None:

@@ -21,7 +21,7 @@ from benchlib.models import build
 from benchlib.timing import median_ms, on_thread
 from server.engine.batching import model_thread
 from server.engine.torch_threads import one_torch_thread
-from server.transcription.model import AsrItem, SenseVoice
+from server.asr.model import AsrItem, SenseVoice
 
 SEGMENT_S = 30.0
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib.endpoint import Request
-from server.transcription.audio import SAMPLE_RATE
+from server.asr.audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,10 @@ def rerank_costs(bodies: list[dict], batch_size: int | None) -> Callable[[Path],
         from transformers import AutoConfig, AutoTokenizer
 
         from server.config import Settings
-        from server.models.xlmr_common import longest_piece
-        from server.rerank.model import BgeReranker
-        from server.rerank.schema import RerankRequest
-        from server.rerank.service import RerankService
+        from server.compute.xlmr_common import longest_piece
+        from server.reranker.model import BgeReranker
+        from server.reranker.schema import RerankRequest
+        from server.reranker.service import RerankService
 
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         model = object.__new__(BgeReranker)  # the adapter's tokenizing methods, without its weights
@@ -77,9 +77,9 @@ def audio_costs(requests: list[Request], offline_batch: int | None) -> Callable[
     (SenseVoice.cost). ``offline_batch``: funasr's generate batch, where it runs these clips."""
     def costs(model_dir: Path) -> Costs:
         from server.config import Settings
-        from server.transcription.audio import decode_audio
-        from server.transcription.model import AsrItem, SenseVoice
-        from server.transcription.vad import split_on_pauses
+        from server.asr.audio import decode_audio
+        from server.asr.model import AsrItem, SenseVoice
+        from server.asr.vad import split_on_pauses
 
         settings = Settings()
         rows = []

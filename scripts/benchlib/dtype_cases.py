@@ -63,7 +63,7 @@ class Case:
 
 
 def embedding_case(model, n: int, settings: Settings) -> Case:
-    from server.embeddings.model import EmbedItem
+    from server.embedding.model import EmbedItem
 
     rng = random.Random(0)
     tok = lambda text: model.tokenize([text])[0][1:-1]  # noqa: E731
@@ -105,8 +105,8 @@ def reranker_case(model, n: int, settings: Settings) -> Case:
 
 
 def asr_case(model, n: int, settings: Settings) -> Case:
-    from server.transcription.audio import decode_audio
-    from server.transcription.model import SAMPLE_RATE, AsrItem
+    from server.asr.audio import decode_audio
+    from server.asr.model import SAMPLE_RATE, AsrItem
 
     speech = decode_audio(SPEECH.read_bytes(), max_seconds=60)
     rng = np.random.default_rng(2)

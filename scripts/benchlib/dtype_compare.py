@@ -13,7 +13,7 @@ batches it (sorted by length, at most --max-batch-size items and the server's pa
   difference; reranker logit and score (sigmoid) max difference and same-order rate; transcription
   text equality (and with SenseVoice's tags);
 * --attribution adds "bfloat16-eager" (the model cast to bfloat16 and run eagerly, as the server
-  did before server/models/cpu_bf16.py) and "float32-packed" (cpu_bf16's packed layers run in
+  did before server/compute/cpu_bf16.py) and "float32-packed" (cpu_bf16's packed layers run in
   float32): how much of the gain is bfloat16 arithmetic and how much packing and fusing;
   --profile prints where each dtype's time goes.
 
@@ -40,7 +40,7 @@ from benchlib.dtype_report import markdown
 from benchlib.dtype_variants import CPU, run_kind
 from benchlib.models import build
 from server.config import Settings
-from server.models.tiny_xlmr import XLMR_SIZES
+from server.compute.tiny_xlmr import XLMR_SIZES
 
 # Workload per size: texts / pairs / clips. "full" is kept small so a run stays within minutes.
 WORKLOAD = {"tiny": (64, 64, 16), "small": (64, 64, 16), "base": (48, 48, 12), "full": (32, 32, 8)}
@@ -50,7 +50,7 @@ def run(args) -> None:
     """Every model of --models in every variant, each printed as it is measured, then all of them."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    from server.models.cpu_bf16 import fast_path
+    from server.compute.cpu_bf16 import fast_path
 
     given = dict(item.split("=", 1) for item in args.model_dir)
     settings = Settings()

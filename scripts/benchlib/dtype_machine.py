@@ -18,7 +18,7 @@ def gemm_peak(width: int, rows: int = 2048, repeats: int = 5) -> dict:
     eager. Best of `repeats`, timed in CPU seconds per thread (a neighbour's load barely moves it)."""
     import torch.nn.functional as F
 
-    from server.models.cpu_bf16 import PackedLinear, fast_path
+    from server.compute.cpu_bf16 import PackedLinear, fast_path
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(rows, width, generator=g)

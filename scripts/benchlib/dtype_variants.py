@@ -25,9 +25,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
 def forced_fast_path(on: bool):
     """Load with the adapters' cpu_bf16 switch forced: off is the plain ``model.to(torch.bfloat16)``
     path; on in float32 runs the packed layers in float32."""
-    from server.embeddings import model as bge_m3
-    from server.rerank import model as reranker
-    from server.transcription import model as sensevoice
+    from server.embedding import model as bge_m3
+    from server.reranker import model as reranker
+    from server.asr import model as sensevoice
 
     modules = (bge_m3, reranker, sensevoice)
     saved = [m.fast_path for m in modules]
@@ -54,7 +54,7 @@ def load(kind: str, path: Path, variant: str):
 
 def weight_mb(model) -> float:
     """Parameters, buffers and packed oneDNN weights of the adapter's torch module."""
-    from server.models.cpu_bf16 import PackedLinear
+    from server.compute.cpu_bf16 import PackedLinear
 
     module = model.model
     total = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])

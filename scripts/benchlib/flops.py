@@ -25,7 +25,7 @@ Heads, per row:
 
 * bge-m3: the dense vector is the CLS token's hidden state (no matmul). XLMRobertaModel's pooler
   (dense H->H on CLS, 2*H^2) runs in the eager model although FlagEmbedding never reads it: counted
-  unless ``pooler=False`` (the bfloat16 CPU path, server.models.cpu_bf16, skips it). Sparse weights
+  unless ``pooler=False`` (the bfloat16 CPU path, server.compute.cpu_bf16, skips it). Sparse weights
   (``sparse=True``: H->1 on every token, 2*T*H) and ColBERT vectors (``colbert=True``: H->H on every
   token but <s>, 2*(T-1)*H^2) only when asked: the server runs them only for a batch with an item
   that asked for them, and the default (and the benchmark's requests) is the dense vector alone.

@@ -26,7 +26,7 @@ from benchlib.gpu_bookkeeping import (
     timed_median,
 )
 from benchlib.models import KINDS
-from server.transcription.audio import SAMPLE_RATE
+from server.asr.audio import SAMPLE_RATE
 
 # Datasheet dense (no sparsity) float16/bfloat16 tensor-core peaks, FLOP/s.
 DATASHEET = [("H200", 989.4e12), ("H100 PCIe", 756.0e12), ("H100 NVL", 835.0e12), ("H100", 989.4e12),
@@ -130,8 +130,8 @@ def _speech(seconds: float, seed: int) -> np.ndarray:
 def _budget_batch(c: Check, kind: str, model, row_tokens: int, rows: int):
     """A batch at the budget: ``rows`` rows of ``row_tokens`` tokens (text models), or of 30 s
     segments with their features computed as request preparation computes them (SenseVoice)."""
-    from server.embeddings.model import EmbedItem
-    from server.transcription.model import AsrItem
+    from server.embedding.model import EmbedItem
+    from server.asr.model import AsrItem
 
     rng = np.random.default_rng(0)
     if kind == "asr":

@@ -136,7 +136,7 @@ def _offline(c: Check, kind: str, wl, model_dir: Path) -> dict:
                 "call": "FlagReranker.compute_score(batch_size=32, max_length=512)"}
     from funasr import AutoModel
 
-    import server.transcription.quiet_funasr  # noqa: F401
+    import server.asr.quiet_funasr  # noqa: F401
 
     clips = [_wav_samples(r.audio) for r in wl.requests]
     errors = []
@@ -163,7 +163,7 @@ def _offline(c: Check, kind: str, wl, model_dir: Path) -> dict:
 def _bare_asr(c: Check, wl) -> float | None:
     """The reduced-dtype adapter on the lone clip, front end included (what the lone request's
     server-side work is), median of --lone runs: bench.py's `bare` on this device."""
-    from server.transcription.model import AsrItem
+    from server.asr.model import AsrItem
 
     model = c.low.get("asr")
     if model is None or wl.lone is None:

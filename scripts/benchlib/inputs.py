@@ -11,7 +11,7 @@ import numpy as np
 
 from benchlib.endpoint import Request
 from benchlib.repo import SPEECH
-from server.transcription.audio import SAMPLE_RATE
+from server.asr.audio import SAMPLE_RATE
 
 WORDS = ("the giant panda is a bear native to south central china it eats bamboo and sleeps a lot "
          "rivers mountains 熊猫 竹子 世界 你好 today we test speech models").split()
@@ -30,7 +30,7 @@ def ranking(rng: random.Random, documents: int) -> Request:
 
 def speech_clip(seconds: float, seed: int) -> np.ndarray:
     """`seconds` of real speech (the espeak-ng recording the tests use), from a seeded offset."""
-    from server.transcription.audio import decode_audio
+    from server.asr.audio import decode_audio
 
     speech = decode_audio(SPEECH.read_bytes(), max_seconds=60)
     tiled = np.tile(speech, int(seconds * SAMPLE_RATE // len(speech)) + 2)

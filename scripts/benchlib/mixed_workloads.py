@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from benchlib import inputs
 from benchlib.endpoint import Request
 from benchlib.inputs import text
-from server.transcription.audio import SAMPLE_RATE
+from server.asr.audio import SAMPLE_RATE
 
 BULK_BODIES = 2  # distinct bulk requests, taken in turn
 INTERACTIVE_BODIES = 16  # distinct interactive requests, each client taking them in turn from its own offset

@@ -7,15 +7,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from server.models.tiny_xlmr import XLMR_SIZES
-from server.transcription.tiny import SENSEVOICE_SIZES
+from server.compute.tiny_xlmr import XLMR_SIZES
+from server.asr.tiny import SENSEVOICE_SIZES
 
 KINDS = ("embedding", "reranker", "asr")
 
 
 def build(kind: str, size: str, root: Path) -> Path:
-    from server.models.tiny_xlmr import build_tiny_bge_m3, build_tiny_reranker
-    from server.transcription.tiny import build_tiny_sensevoice
+    from server.compute.tiny_xlmr import build_tiny_bge_m3, build_tiny_reranker
+    from server.asr.tiny import build_tiny_sensevoice
 
     if kind == "asr":
         return build_tiny_sensevoice(root / kind, **SENSEVOICE_SIZES[size])

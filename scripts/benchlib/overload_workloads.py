@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from benchlib import inputs
 from benchlib.endpoint import Request
 from benchlib.inputs import text
-from server.transcription.audio import SAMPLE_RATE
+from server.asr.audio import SAMPLE_RATE
 
 BODIES = 16  # distinct requests of each shape, taken in turn
 

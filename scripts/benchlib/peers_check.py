@@ -27,7 +27,7 @@ def _speech_wav(seconds: float) -> bytes:
     WAV."""
     import numpy as np
 
-    from server.transcription.audio import SAMPLE_RATE, decode_audio
+    from server.asr.audio import SAMPLE_RATE, decode_audio
 
     speech = decode_audio(SPEECH.read_bytes(), max_seconds=60)
     audio = np.tile(speech, int(seconds * SAMPLE_RATE // len(speech)) + 1)[:int(seconds * SAMPLE_RATE)]
@@ -51,12 +51,12 @@ def check(size: str, venv: Path) -> None:
     """Start each peer on random-weight models of ``size`` and compare its answers with ours."""
     import numpy as np
 
-    from server.models.tiny_xlmr import (
+    from server.compute.tiny_xlmr import (
         XLMR_SIZES,
         build_tiny_bge_m3,
         build_tiny_reranker,
     )
-    from server.transcription.tiny import SENSEVOICE_SIZES, build_tiny_sensevoice
+    from server.asr.tiny import SENSEVOICE_SIZES, build_tiny_sensevoice
 
     texts = ["hello world", "the giant panda is a bear " * 30, "熊猫 竹子 世界 你好", "search engine query"]
     # every pair well under 512 tokens, so neither server cuts or windows a document

@@ -49,12 +49,12 @@ def serve_command(models: dict[str, str], port: int, api_key: str | None = None)
 
 
 def build_models(root: Path, size: str) -> dict[str, Path]:
-    from server.models.tiny_xlmr import (
+    from server.compute.tiny_xlmr import (
         XLMR_SIZES,
         build_tiny_bge_m3,
         build_tiny_reranker,
     )
-    from server.transcription.tiny import SENSEVOICE_SIZES, build_tiny_sensevoice
+    from server.asr.tiny import SENSEVOICE_SIZES, build_tiny_sensevoice
 
     return {
         "embedding_model": build_tiny_bge_m3(root / f"bge-m3-{size}", **XLMR_SIZES[size]),

@@ -34,7 +34,7 @@ import httpx
 from benchlib.inputs import speech_clip, wav_bytes
 from benchlib.models import build
 from benchlib.our_server import our_server
-from server.transcription.audio import SAMPLE_RATE
+from server.asr.audio import SAMPLE_RATE
 
 MODEL = "SenseVoiceSmall"
 PATH = "/v1/audio/transcriptions"

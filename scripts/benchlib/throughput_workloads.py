@@ -17,7 +17,7 @@ from benchlib.costs import Costs, audio_costs, rerank_costs, text_costs
 from benchlib.endpoint import Request
 from benchlib.inputs import speech_clip, text, wav_bytes
 from benchlib.timing import call_seconds
-from server.transcription.audio import SAMPLE_RATE
+from server.asr.audio import SAMPLE_RATE
 
 
 @dataclass
@@ -132,8 +132,8 @@ def asr_workloads(args) -> list[Workload]:
         """The adapter on the lone clip with nothing prepared: front end, encoder and CTC decoding,
         what funasr's generate does for one clip: the median of as many runs as the lone requests,
         the same statistic as their p50."""
-        from server.models.device import resolve_dtype
-        from server.transcription.model import AsrItem, SenseVoice
+        from server.compute.device import resolve_dtype
+        from server.asr.model import AsrItem, SenseVoice
 
         cpu = torch.device("cpu")
         model, item = SenseVoice(model_dir, cpu, resolve_dtype(args.dtype, cpu)), AsrItem(ten[0])

@@ -80,7 +80,7 @@ def measure_peaks(args) -> dict:
     with this process's threads for the offline references (FlagEmbedding, funasr: float32 on CPU)."""
     from benchlib.flops import matmul_peak_flops
     from server.config import Settings
-    from server.models.device import resolve_device, resolve_dtype
+    from server.compute.device import resolve_device, resolve_dtype
 
     settings = Settings()
     device = resolve_device(settings.device)

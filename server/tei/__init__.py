@@ -3,7 +3,7 @@
 ``TextEmbeddingsInference``, LiteLLM's ``huggingface`` rerank) point at this server unchanged.
 
 Each route is a thin translation onto a family's service: /embed, / and /embed_sparse live in
-server/embeddings/tei.py, /rerank in server/rerank/tei.py. This folder holds what spans both
+server/embedding/tei.py, /rerank in server/reranker/tei.py. This folder holds what spans both
 families: /info and /tokenize (either model may be the one served), TEI's error body, and the paths
 that answer errors in that body. Kept apart from the families because a TEI server serves one model,
 and here either of two may be the one asked about.

@@ -16,8 +16,8 @@ from starlette.responses import Response
 from server import __version__
 from server.api.responses import json_response, services
 from server.errors import InvalidRequest, ModelNotFound
-from server.models.device import resolve_dtype
-from server.models.xlmr_common import TextModelDescription, Token
+from server.compute.device import resolve_dtype
+from server.compute.xlmr_common import TextModelDescription, Token
 from server.family import Family
 from server.tei.schema import TEI_ERROR_RESPONSES, Info, SimpleToken, TokenizeRequest
 

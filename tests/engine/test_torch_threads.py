@@ -11,9 +11,9 @@ import torch
 from audio_files import encode
 from conftest import in_new_thread, live_server
 
-from server.embeddings.model import BgeM3
+from server.embedding.model import BgeM3
 from server.engine.torch_threads import one_torch_thread
-from server.transcription.model import SenseVoice
+from server.asr.model import SenseVoice
 
 
 def test_one_torch_thread_is_for_this_thread_alone():

@@ -15,7 +15,7 @@ so a tiny model's outputs land within ~1e-3 relative of float32:
   span several units; 0.1 is ~50x float16's rounding of a logit of that size);
 * transcripts: the rich tags (language, emotion, event) equal, and the texts of at least 3 of 4
   clips equal: the tiny SenseVoice's random-weight text tokens sit on near-ties, which
-  server/transcription/ctc.py scores again in float32, so a flip stays possible but rare.
+  server/asr/ctc.py scores again in float32, so a flip stays possible but rare.
 
 Each check also runs on the CPU in float16 (``check_*(torch.device("cpu"))``), which is how these
 tolerances were tried before any GPU ran them.
@@ -47,7 +47,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def check_bge_m3(model_dir, device: torch.device) -> None:
-    from server.embeddings.model import BgeM3, EmbedItem
+    from server.embedding.model import BgeM3, EmbedItem
 
     ref = BgeM3(model_dir, CPU, torch.float32)
     low = BgeM3(model_dir, device, torch.float16)
@@ -62,7 +62,7 @@ def check_bge_m3(model_dir, device: torch.device) -> None:
 
 
 def check_reranker(model_dir, device: torch.device) -> None:
-    from server.rerank.model import BgeReranker
+    from server.reranker.model import BgeReranker
 
     ref = BgeReranker(model_dir, CPU, torch.float32)
     low = BgeReranker(model_dir, device, torch.float16)
@@ -78,7 +78,7 @@ def check_reranker(model_dir, device: torch.device) -> None:
 def _speech_clips() -> list[np.ndarray]:
     from pathlib import Path
 
-    from server.transcription.audio import decode_audio
+    from server.asr.audio import decode_audio
 
     data = Path(__file__).resolve().parents[1] / "data" / "speech_pauses.flac"
     speech = decode_audio(data.read_bytes(), max_seconds=60)
@@ -88,7 +88,7 @@ def _speech_clips() -> list[np.ndarray]:
 
 
 def check_sensevoice(model_dir, device: torch.device) -> None:
-    from server.transcription.model import AsrItem, SenseVoice
+    from server.asr.model import AsrItem, SenseVoice
 
     ref = SenseVoice(model_dir, CPU, torch.float32)
     low = SenseVoice(model_dir, device, torch.float16)
@@ -104,7 +104,7 @@ def check_sensevoice(model_dir, device: torch.device) -> None:
 def check_long_bfloat16_segment_batched_as_alone(model_dir, device: torch.device) -> None:
     """A 16 s segment (past 256 encoder frames, the last integer bfloat16 holds exactly) beside a
     20 s one: its frame count and text are what it gets alone."""
-    from server.transcription.model import AsrItem, SenseVoice
+    from server.asr.model import AsrItem, SenseVoice
 
     sv = SenseVoice(model_dir, device, torch.bfloat16)
     noise = np.random.default_rng(0).standard_normal(16000 * 20).astype(np.float32) * 0.1
@@ -133,8 +133,8 @@ def test_bfloat16_sensevoice_on_cuda_decodes_a_long_segment_batched_as_alone(sen
 
 
 def test_server_on_cuda_in_float16_answers_as_cpu_float32(bge_m3_dir, reranker_dir):
-    from server.embeddings.model import BgeM3, EmbedItem
-    from server.rerank.model import BgeReranker
+    from server.embedding.model import BgeM3, EmbedItem
+    from server.reranker.model import BgeReranker
     from tests.conftest import live_server
 
     embedder, reranker = BgeM3(bge_m3_dir, CPU, torch.float32), BgeReranker(reranker_dir, CPU, torch.float32)
@@ -161,9 +161,9 @@ def test_cuda_out_of_memory_splits_the_batch_instead_of_failing(tmp_path_factory
     completes, with the vectors the pass gives without memory pressure. The model is 256 wide
     (~40 MB of activations a row, ~1.3 GB a pass) so that what is left free stays far above the
     allocator's granularity."""
-    from server.embeddings.model import BgeM3, EmbedItem
+    from server.embedding.model import BgeM3, EmbedItem
     from server.engine.batching import Batcher, model_thread
-    from server.models.tiny_xlmr import build_tiny_bge_m3
+    from server.compute.tiny_xlmr import build_tiny_bge_m3
 
     bge_m3_dir = build_tiny_bge_m3(tmp_path_factory.mktemp("models") / "bge-m3-256", hidden_size=256,
                                    intermediate_size=1024, num_attention_heads=4, initializer_range=0.02)

@@ -1,0 +1,232 @@
+"""Request preparation for /v1/audio/transcriptions: decode the upload, find the speech, cut long
+audio at its pauses, queue one batcher item per segment, and put the transcript together.
+
+* Decoding (PyAV) and voice activity detection (silero-vad) run in the thread pool.
+* No speech at all: an empty transcript (digital silence never reaches the model).
+* Audio up to ``max_segment_s`` long is one segment, the whole clip, exactly what funasr's own
+  ``generate`` would see; the VAD only decides whether there is speech, alongside the forward pass.
+  Longer audio is split at the pauses the VAD finds.
+* A whole answer waits for every segment (``transcribe``); a stream takes them one at a time, in
+  order, as they are done (``queue``, then ``segments_in_order``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from server.config import Settings
+from server.engine.batching import Admission, Batcher, gather_results
+from server.engine.deadlines import Terms
+from server.engine.torch_threads import one_torch_thread
+from server.errors import Timeout
+from server.family import Usage
+from server.asr.audio import SAMPLE_RATE, decode_audio
+from server.asr.model import AsrItem, AsrResult, SenseVoice
+from server.asr.upload_budget import UploadBudget
+from server.asr.vad import SILENT_PEAK, has_speech, split_on_pauses
+from server.asr.words import QUERY_FRAMES, Word, align_words, token_times
+
+# Scripts written without spaces between words: their segments are joined without one.
+_NO_SPACE_LANGUAGES = {"zh", "yue", "ja"}
+
+
+@dataclass(frozen=True)
+class TranscriptSegment:
+    start: float  # seconds from the start of the audio
+    end: float
+    result: AsrResult
+    words: tuple[Word, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return self.result.text
+
+    @property
+    def language(self) -> str | None:
+        return self.result.language
+
+    @property
+    def emotion(self) -> str | None:
+        return self.result.emotion
+
+    @property
+    def event(self) -> str | None:
+        return self.result.event
+
+
+def text_delta(segment: TranscriptSegment, *, after_text: bool) -> str:
+    """What a segment adds to the transcript's text: its text, after a space if text came before
+    and its language is written with spaces; "" for a segment without text. A stream's deltas are
+    these, so they add up to the text of a whole answer (``Transcript.text``)."""
+    if not segment.text:
+        return ""
+    return ("" if not after_text or segment.language in _NO_SPACE_LANGUAGES else " ") + segment.text
+
+
+@dataclass(frozen=True)
+class Transcript:
+    duration: float
+    segments: list[TranscriptSegment]
+    requested_language: str = "auto"
+
+    @property
+    def text(self) -> str:
+        text = ""
+        for seg in self.segments:
+            text += text_delta(seg, after_text=bool(text))
+        return text
+
+    @property
+    def usage(self) -> Usage:
+        """The encoder's input frames (60 ms of audio each, and its query frames per segment) and the
+        tokens the model emitted, tags included: OpenAI's token usage for transcription."""
+        return Usage(sum(s.result.encoder_frames for s in self.segments), sum(s.result.emitted for s in self.segments))
+
+    @property
+    def language(self) -> str | None:
+        """The language of most of the speech; the requested one when nothing was said."""
+        spoken: dict[str, float] = {}
+        for seg in self.segments:
+            if seg.language and seg.text:
+                spoken[seg.language] = spoken.get(seg.language, 0.0) + seg.end - seg.start
+        if spoken:
+            return max(spoken, key=lambda code: spoken[code])
+        return None if self.requested_language == "auto" else self.requested_language
+
+
+@dataclass(frozen=True)
+class QueuedTranscription:
+    """An upload whose segments are on the batcher: one future per segment, in the audio's order."""
+
+    duration: float
+    spans: list[tuple[int, int]]  # sample ranges of the segments
+    futures: list[asyncio.Future]
+    terms: Terms  # its deadline bounds the wait for each segment
+
+    def cancel(self) -> None:
+        """Drop the segments not computed yet (nobody will read them)."""
+        _discard(self.futures)
+
+
+class TranscriptionService:
+    def __init__(self, model: SenseVoice, batcher: Batcher, *, max_seconds: float, max_segment_s: float,
+                 uploads: UploadBudget | None = None):
+        self.model = model
+        self.batcher = batcher
+        self.max_seconds = max_seconds
+        self.max_segment_s = max_segment_s
+        self.uploads = uploads or UploadBudget(0, 4 * max_seconds, SAMPLE_RATE)
+
+    @classmethod
+    def from_settings(cls, model: SenseVoice, batcher: Batcher, settings: Settings) -> TranscriptionService:
+        uploads = UploadBudget(settings.asr_max_decoding, settings.asr_max_audio_held_seconds, SAMPLE_RATE)
+        return cls(model, batcher, max_seconds=settings.asr_max_audio_seconds,
+                   max_segment_s=settings.asr_max_segment_seconds, uploads=uploads)
+
+    async def transcribe(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
+                         terms: Terms, posteriors: bool = False,
+                         is_gone: Callable[[], Awaitable[bool]] | None = None) -> Transcript:
+        """``posteriors``: read avg_logprob and no_speech_prob too (AsrItem.posteriors)."""
+        queued = await self.queue(data, language=language, use_itn=use_itn, terms=terms, posteriors=posteriors)
+        results = await gather_results(queued.futures, terms, is_gone)
+        return Transcript(queued.duration, [self.segment(span, r) for span, r in zip(queued.spans, results)],
+                          language)
+
+    async def queue(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
+                    terms: Terms, posteriors: bool = False) -> QueuedTranscription:
+        """Decode the upload, find its speech and queue its segments; raises on bad input before
+        anything is computed, so a caller can still answer with an error status."""
+        # The door first (a refusal costs nothing); then a decode slot, and the decoded audio counts
+        # against the upload budget until its features are queued.
+        with self.batcher.admission(terms, self.uploads.wait_forecast(terms.priority)) as admission:
+            async with self.uploads.decoding(terms.priority, terms.deadline) as hold:
+                audio = await self.batcher.gate.run_preparation(decode_audio, data, max_seconds=self.max_seconds,
+                                                                hold=hold)
+                if len(audio) <= self.max_segment_s * SAMPLE_RATE:
+                    spans, futures = await self._whole_clip(audio, language, use_itn, posteriors, admission)
+                else:
+                    spans = await self.batcher.gate.run_preparation(self._speech_segments, audio)
+                    futures = await self._submit(audio, spans, language, use_itn, posteriors, admission)
+        return QueuedTranscription(len(audio) / SAMPLE_RATE, spans, futures, terms)
+
+    async def segments_in_order(self, queued: QueuedTranscription) -> AsyncGenerator[TranscriptSegment, None]:
+        """Each segment as soon as it and every one before it are computed. Leaving early (the
+        client went away, an item failed, the request timed out) cancels the futures still pending,
+        so the batcher drops their queued items. Use it under ``contextlib.aclosing``."""
+        terms = queued.terms
+        try:
+            for span, future in zip(queued.spans, queued.futures):
+                done, _ = await asyncio.wait({future}, timeout=max(0.0, terms.deadline - time.monotonic()))
+                if not done:
+                    raise Timeout(f"The request did not complete within {terms.timeout:g} s.")
+                yield self.segment(span, future.result())
+        finally:
+            queued.cancel()
+
+    def segment(self, span: tuple[int, int], result: AsrResult) -> TranscriptSegment:
+        start, end = span[0] / SAMPLE_RATE, span[1] / SAMPLE_RATE
+        times = token_times(result.frames, result.encoder_frames - QUERY_FRAMES, offset=start,
+                            duration=end - start, frame_ms=self.model.frame_ms)
+        return TranscriptSegment(start, end, result, tuple(align_words(result.pieces, times)))
+
+    async def _whole_clip(self, audio: np.ndarray, language: str, use_itn: bool, posteriors: bool,
+                          admission: Admission) -> tuple[list[tuple[int, int]], list[asyncio.Future]]:
+        """A clip short enough to be one segment is transcribed whole, exactly what funasr's own
+        ``generate`` would see. It is queued as soon as its features are ready while the VAD decides,
+        in parallel, whether it holds speech at all: a lone request waits for the longer of the two,
+        not their sum (and the VAD usually decides from the clip's first seconds: ``has_speech``).
+        No speech: the queued item is dropped, or its result ignored if it was already computed,
+        and the transcript is empty."""
+        if audio.size < self.model.min_samples or float(np.abs(audio).max()) < SILENT_PEAK:
+            return [], []  # digital silence, or too short to hold a word: not worth a queued item
+        spans = [(0, len(audio))]
+        # The VAD runs while the features are computed (both single-threaded: one core each), so
+        # that it is done before the forward pass starts and does not take a core from it.
+        speech_check = asyncio.ensure_future(
+            self.batcher.gate.run_preparation(has_speech, audio, sample_rate=SAMPLE_RATE))
+        try:
+            futures = await self._submit(audio, spans, language, use_itn, posteriors, admission)
+        except BaseException:
+            speech_check.cancel()
+            raise
+        try:
+            speech = await speech_check
+        except BaseException:
+            _discard(futures)
+            raise
+        if not speech:
+            _discard(futures)
+            return [], []
+        return spans, futures
+
+    async def _submit(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
+                      use_itn: bool, posteriors: bool, admission: Admission) -> list:
+        items = await self.batcher.gate.run_preparation(self._prepare, audio, spans, language, use_itn, posteriors)
+        return admission.submit([(item, self.model.cost(item)) for item in items])
+
+    def _prepare(self, audio: np.ndarray, spans: list[tuple[int, int]], language: str,
+                 use_itn: bool, posteriors: bool = False) -> list[AsrItem]:
+        """The segments as model items with their features, computed here in the thread pool, so
+        that the model's worker thread spends its time on the network alone (single-threaded, as
+        all torch work off that thread: server.engine.torch_threads)."""
+        with one_torch_thread():
+            return [self.model.with_features(AsrItem(audio[start:end], language, use_itn, posteriors=posteriors))
+                    for start, end in spans]
+
+    def _speech_segments(self, audio: np.ndarray) -> list[tuple[int, int]]:
+        """Sample ranges of the speech, cut at pauses into segments no longer than the limit."""
+        speech = split_on_pauses(audio, max_segment_s=self.max_segment_s, sample_rate=SAMPLE_RATE)
+        return [(round(s.start * SAMPLE_RATE), round(s.end * SAMPLE_RATE)) for s in speech]
+
+
+def _discard(futures: list) -> None:
+    """Drop queued items; for finished ones, mark their outcome seen so a failure is not logged
+    as 'never retrieved' (nobody asked for this result)."""
+    for future in futures:
+        if not future.cancel() and not future.cancelled():
+            future.exception()
