@@ -84,7 +84,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.add_middleware(SlowBody, timeout=settings.body_read_timeout)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        per_path={path: limit for family in FAMILIES.values()
-                                 for path, limit in family.body_limits(settings).items()})
+                                 for path, limit in family.body_limits(family.settings_of(settings)).items()})
     # The key guards /v1 and /v2 (OpenAI, SiliconFlow, Jina, Cohere) and TEI's routes, which sit at the root.
     protected = ("/v1/", "/v2/", "/metrics") if settings.protect_metrics else ("/v1/", "/v2/")
     app.add_middleware(ApiKeyGuard, keys=settings.api_keys, prefixes=protected, paths=tei.PATHS)

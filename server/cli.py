@@ -1,5 +1,6 @@
-"""`inference-server serve|download`. Flags are generated from the Settings fields, so each
-setting is declared once (server/config.py) and is both a flag and an env var."""
+"""`inference-server serve|download`. Flags are generated from the settings' fields, so each
+setting is declared once (the server's in server/config.py, each family's in its folder) and is
+both a flag and an env var."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from typing import Literal
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from server import families
 from server.config import ENV_PREFIX, Settings
 from server.errors import StartupError
-from server.families import FAMILIES, SPECS
 
 DESCRIPTION = (
     "Serve bge-m3 embeddings, bge-reranker-v2-m3 rerank and SenseVoiceSmall transcription over HTTP, "
@@ -41,25 +42,28 @@ def _metavar(name: str, field: FieldInfo) -> str:
     return unit or (_TYPE_METAVARS.get(field.annotation, "VALUE") if isinstance(field.annotation, type) else "VALUE")
 
 
-def _help(description: str, name: str, default: object) -> str:
-    return f"{description} [env {ENV_PREFIX}{name.upper()}; default: {default}]"
+def _help(description: str, name: str, default: object, former: str | None = None) -> str:
+    env = f"{ENV_PREFIX}{name.upper()}" + (f" or, as before, {ENV_PREFIX}{former.upper()}" if former else "")
+    return f"{description} [env {env}; default: {default}]"
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    for name, field in Settings.model_fields.items():
-        flag = _flag(name)
+    settings_cls = families.settings_class()
+    formers = settings_cls.former_names()
+    for name, field in settings_cls.model_fields.items():
+        flags = [_flag(name)] + ([_flag(formers[name])] if name in formers else [])
         default = field.get_default(call_default_factory=True)
-        help_text = _help(field.description or "", name, default)
+        help_text = _help(field.description or "", name, default, formers.get(name))
         if field.annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
         elif name == "api_keys":
-            parser.add_argument(flag, dest=name, action="append", default=argparse.SUPPRESS,
+            parser.add_argument(*flags, dest=name, action="append", default=argparse.SUPPRESS,
                                 metavar="KEY", help=help_text)
         else:
             choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is Literal else None
             metavar = None if choices else _metavar(name, field)
-            parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, choices=choices, metavar=metavar,
+            parser.add_argument(*flags, dest=name, default=argparse.SUPPRESS, choices=choices, metavar=metavar,
                                 help=help_text)
 
 
@@ -70,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(serve)
     download = commands.add_parser("download", help="Fetch the real models into models/ (for air-gapped hosts).")
     # argparse checks a list default against `choices` as one value, so the default is a string.
-    download.add_argument("which", nargs="*", choices=[*FAMILIES, "all"], default="all",
+    download.add_argument("which", nargs="*", choices=[*families.FAMILIES, "all"], default="all",
                           help="Which models (default: all).")
     models_dir = Settings.model_fields["models_dir"]
     download.add_argument("--models-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
@@ -79,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
-    return Settings(**overrides)
+    settings_cls = families.settings_class()
+    overrides = {k: v for k, v in vars(args).items() if k in settings_cls.model_fields}
+    return settings_cls(**overrides)
 
 
 def _flag(name: str) -> str:
@@ -93,7 +98,8 @@ def settings_errors(err: ValidationError) -> str:
     lines = []
     for problem in err.errors(include_url=False, include_input=False, include_context=False):
         message = problem["msg"].removeprefix("Value error, ")
-        field = next((str(part) for part in problem["loc"] if str(part) in Settings.model_fields), None)
+        field = next((str(part) for part in problem["loc"] if str(part) in families.settings_class().model_fields),
+                     None)
         where = f"{_flag(field)} ({ENV_PREFIX}{field.upper()}): " if field else ""
         lines.append(f"  {where}{message}")
     return "\n".join(lines)
@@ -122,7 +128,7 @@ def serve(settings: Settings) -> int:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
     # Before listening: a start that cannot get its models fails now, naming every missing one.
-    check_models(settings, SPECS)
+    check_models(settings, {f.spec: f.settings_of(settings).model for f in families.FAMILIES.values()})
     fatal: list[str] = []
     server: uvicorn.Server | None = None
 
@@ -145,9 +151,9 @@ def download(which: list[str] | str, models_dir: Path) -> int:
     from server.weights.hub import HubUnreachable
 
     which = [which] if isinstance(which, str) else which
-    kinds = list(SPECS) if "all" in which else which
+    kinds = list(families.FAMILIES) if "all" in which else which
     for kind in kinds:
-        spec = SPECS[kind]
+        spec = families.FAMILIES[kind].spec
         try:
             path = store.download(spec, spec.repo_id, models_dir)
         except HubUnreachable as err:

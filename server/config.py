@@ -1,23 +1,24 @@
 """The one settings object. Every field is an env var (``INFERENCE_<FIELD>``) and a CLI flag.
 
-The CLI (server/cli.py) builds its flags from these fields, so a setting is declared once, here,
-with its help text. Nothing is built at import time: ``create_app(settings)`` takes an instance.
+The server's own settings are declared here; each model family declares its own in its folder
+(``FamilySettings``, as ``<family>/settings.py``), and ``with_families`` joins them into the class
+the CLI and the environment fill: family ``asr``'s field ``max_decoding`` is the setting
+``asr_max_decoding``, flag ``--asr-max-decoding``, env ``INFERENCE_ASR_MAX_DECODING``. The CLI
+(server/cli.py) builds its flags from the fields, so a setting is declared once, with its help text.
+Nothing is built at import time: ``create_app(settings)`` takes an instance.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "INFERENCE_"
-
-# Hub ids served by default; "none" turns a model off.
-DEFAULT_EMBEDDING_MODEL = "BAAI/bge-m3"
-DEFAULT_RERANKER_MODEL = "BAAI/bge-reranker-v2-m3"
-DEFAULT_ASR_MODEL = "FunAudioLLM/SenseVoiceSmall"
 
 # Padded tokens per forward pass when --max-batch-tokens is 0, by device type. On a CPU a pass costs
 # more per token once it holds more than 1-2k padded tokens (its activations no longer stay in cache:
@@ -26,8 +27,32 @@ DEFAULT_ASR_MODEL = "FunAudioLLM/SenseVoiceSmall"
 AUTO_BATCH_TOKENS = {"cpu": 1024, "cuda": 16384}
 
 
+class FamilySettings(BaseModel):
+    """A model family's own settings, declared in its folder. Field ``f`` of family ``name`` is the
+    setting ``<name>_<f>``; every family has ``model``, with its own default and description."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # a local directory, a hub id, or "none" (not served)
+    # Names settings had before they took their family's prefix, still accepted as flags and env
+    # variables so deployments keep working: {field: former setting name}.
+    former_names: ClassVar[dict[str, str]] = {}
+
+
 class Settings(BaseSettings):
+    """The server's own settings; an instance also holds each family's (``Family.settings_of``)."""
+
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    # The families joined in by ``with_families``: {name: its settings class}.
+    families: ClassVar[dict[str, type[FamilySettings]]] = {}
+
+    def __init__(self, **values: Any) -> None:
+        # A value given under a setting's former name (a keyword, or a flag: the CLI passes its
+        # dest) counts as given under its name, and so beats the environment as a flag should.
+        for name, former in self.former_names().items():
+            if former in values:
+                values.setdefault(name, values.pop(former))
+        super().__init__(**values)
 
     # --- network ---
     host: str = Field("127.0.0.1", description="Address to bind.")
@@ -44,16 +69,7 @@ class Settings(BaseSettings):
     )
     cpu_threads: int = Field(0, ge=0, description="torch intra-op threads on CPU (0 = torch's default).")
 
-    # --- models ---
-    embedding_model: str = Field(
-        DEFAULT_EMBEDDING_MODEL, description="bge-m3: a local directory, a hub id, or none."
-    )
-    reranker_model: str = Field(
-        DEFAULT_RERANKER_MODEL, description="bge-reranker-v2-m3: a local directory, a hub id, or none."
-    )
-    asr_model: str = Field(
-        DEFAULT_ASR_MODEL, description="SenseVoiceSmall: a local directory, a hub id, or none."
-    )
+    # --- models (each family's own settings are declared in its folder: FamilySettings) ---
     models_dir: Path = Field(Path("models"), description="Where models/<name> are looked up and downloaded to.")
     offline: bool = Field(False, description="Never touch the network; fail at start if a model is missing.")
     demo: bool = Field(
@@ -115,35 +131,6 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Seconds to finish in-flight and queued work after SIGTERM before exiting."
     )
     max_inputs_per_request: int = Field(2048, ge=1, description="Inputs in one embeddings request.")
-    embedding_max_tokens: int = Field(
-        8192, ge=2, description="Longest input (tokens, incl. <s></s>) bge-m3 accepts; longer is 400 unless truncated."
-    )
-    reranker_max_length: int = Field(
-        512, ge=64, le=8192,
-        description="Tokens of one (query, document window) pair fed to the reranker, as FlagReranker's max_length.",
-    )
-    rerank_max_documents: int = Field(1000, ge=1, description="Documents in one rerank request.")
-    rerank_max_tokens: int = Field(
-        1_000_000, ge=1, description="Tokens one rerank request may feed the model, over all its pairs (413 past it)."
-    )
-    asr_max_upload_bytes: int = Field(
-        50 * 1024 * 1024, ge=1024, description="Largest audio upload, in bytes (413 past it, checked while it streams)."
-    )
-    asr_max_audio_seconds: float = Field(3600.0, gt=0, description="Longest audio accepted, in decoded seconds.")
-    asr_max_decoding: int = Field(
-        0, ge=0, description="Uploads prepared (decoded, checked for speech) at once (0 = twice the CPU cores); "
-        "others wait by priority, up to 64 per slot, past that 503 + Retry-After."
-    )
-    asr_max_audio_held_seconds: float = Field(
-        14400.0, gt=0, description="Decoded audio the uploads being prepared may hold in memory together, in "
-        "seconds (64 KB each); past it, 503 + Retry-After. At least --asr-max-audio-seconds.",
-    )
-    asr_max_segment_seconds: float = Field(
-        30.0, gt=1, le=120, description="Longest piece long audio is cut into at speech pauses."
-    )
-    asr_max_batch_seconds: float = Field(
-        240.0, gt=0, description="Audio seconds per SenseVoice forward pass (rows x longest row)."
-    )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest JSON request body, in bytes (413 past it)."
     )
@@ -187,13 +174,59 @@ class Settings(BaseSettings):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
+    @classmethod
+    def former_names(cls) -> dict[str, str]:
+        """{setting: the name it had before it took its family's prefix}, still accepted."""
+        return {f"{name}_{field}": former for name, own in cls.families.items()
+                for field, former in own.former_names.items()}
+
+    def family_values(self, name: str) -> dict[str, Any]:
+        """Family ``name``'s settings, by their own field names."""
+        return {field: getattr(self, f"{name}_{field}") for field in self.families[name].model_fields}
+
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:
         # A batch budget bounds batches, not items: one item costlier than it still runs, alone.
-        if self.asr_max_audio_held_seconds < self.asr_max_audio_seconds:
-            raise ValueError("--asr-max-audio-held-seconds must be at least --asr-max-audio-seconds, or the longest "
-                             "upload accepted could never be prepared")
+        for name, own in self.families.items():  # each family's checks across its own fields
+            try:
+                own.model_validate(self.family_values(name))
+            except ValidationError as err:
+                raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())) from None
         if self.max_inputs_per_request > self.max_queue:
             raise ValueError("--max-inputs-per-request must be at most --max-queue, or a request of the largest "
                              "size could never be queued")
         return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The former env names come after the current ones: a variable under its name wins.
+        return init_settings, env_settings, FormerEnvNames(settings_cls), dotenv_settings, file_secret_settings
+
+
+class FormerEnvNames(PydanticBaseSettingsSource):
+    """Reads the env variables of settings under their former names (``FamilySettings.former_names``)."""
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {key.upper(): value for key, value in os.environ.items()}
+        formers = self.settings_cls.former_names() if issubclass(self.settings_cls, Settings) else {}
+        return {name: environ[f"{ENV_PREFIX}{former}".upper()] for name, former in formers.items()
+                if f"{ENV_PREFIX}{former}".upper() in environ}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads every former name at once
+
+
+def with_families(families: Mapping[str, type[FamilySettings]]) -> type[Settings]:
+    """The settings class of a server serving these families: the server's own fields, then each
+    family's as ``<name>_<field>``, with the same types, defaults, bounds and descriptions."""
+    fields: dict[str, Any] = {}
+    for name, own in families.items():
+        for field, info in own.model_fields.items():
+            fields[f"{name}_{field}"] = (info.annotation, info)
+    joined = create_model("Settings", __base__=Settings, __module__=__name__, **fields)
+    joined.families = dict(families)
+    return joined

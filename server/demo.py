@@ -29,7 +29,7 @@ def build_demo_models(root: Path, kinds: list[str]) -> dict[str, Path]:
 
 def demo_settings(settings: Settings) -> Settings:
     """The same settings with every served model replaced by its tiny stand-in."""
-    kinds = [k for k in FAMILIES if not is_off(getattr(settings, f"{k}_model"))]
+    kinds = [k for k, family in FAMILIES.items() if not is_off(family.settings_of(settings).model)]
     log.info("demo: preparing the tiny models in %s (built on the first start, a few seconds; reused after)",
              demo_cache_dir())
     paths = build_demo_models(demo_cache_dir(), kinds)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from server.config import Settings
+from server.config import FamilySettings, Settings
 from server.engine.batching import Batcher
 from server.weights.store import ModelSpec
 
@@ -29,28 +29,45 @@ class Adapter(Protocol):
 
 A = TypeVar("A", bound=Adapter)
 S = TypeVar("S")
+C = TypeVar("C", bound=FamilySettings)
 # A path's own cap on the request body and the sentence that refuses a body over it (413).
 BodyLimits = dict[str, tuple[int, str]]
 
 
-def no_body_limits(settings: Settings) -> BodyLimits:
+def no_body_limits(own: FamilySettings) -> BodyLimits:
     return {}
 
 
+def batch_tokens(own: FamilySettings, settings: Settings, device_type: str) -> int:
+    """A text family's batch budget: the server's padded tokens per pass (--max-batch-tokens)."""
+    return settings.batch_tokens(device_type)
+
+
 @dataclass(frozen=True)
-class Family(Generic[A, S]):
-    """How one model family is served. Each callable imports its family's modules when called, so
+class Family(Generic[A, S, C]):
+    """How one model family is served. Its name (``spec.kind``) is its folder's, its settings'
+    prefix and its ``download`` choice. Each callable imports its family's modules when called, so
     a server without ASR never pays for importing funasr (5-7 s)."""
 
-    spec: ModelSpec  # served names, hub id, required files
+    spec: ModelSpec  # its name, served names, hub id, required files
+    settings: type[C]  # its own settings: the model to serve and its limits
     load: Callable[[Path, torch.device, torch.dtype], A]  # the adapter, loaded from a model directory
-    serve: Callable[[A, Batcher[Any, Any], Settings], S]  # the service the family's routes call
+    # The service the family's routes call, from the adapter, its batcher and the settings.
+    serve: Callable[[A, Batcher[Any, Any], C, Settings], S]
     routes: Callable[[], APIRouter]  # the family's HTTP API, every dialect of it
-    # Max padded cost of one forward pass, in the adapter's unit, for a device type ("cpu", "cuda").
-    batch_budget: Callable[[Settings, str], int]
     tiny: Callable[[Path], Path]  # writes a tiny random-weight model directory there (tests, --demo)
+    # Max padded cost of one forward pass, in the adapter's unit, for a device type ("cpu", "cuda").
+    batch_budget: Callable[[C, Settings, str], int] = batch_tokens
     # Paths that take bodies larger than the JSON cap (--max-body-bytes): uploads.
-    body_limits: Callable[[Settings], BodyLimits] = no_body_limits
+    body_limits: Callable[[C], BodyLimits] = no_body_limits
+
+    @property
+    def name(self) -> str:
+        return self.spec.kind
+
+    def settings_of(self, settings: Settings) -> C:
+        """This family's own settings, out of the server's."""
+        return self.settings.model_validate(settings.family_values(self.name))
 
 
 @dataclass(frozen=True)
@@ -66,12 +83,12 @@ class Usage:
 class Services(Protocol):
     """The served models, as the routes see them (server.runtime.Runtime)."""
 
-    def lookup(self, family: Family[Any, S], name: str) -> S:
+    def lookup(self, family: Family[Any, S, Any], name: str) -> S:
         """The family's service if it serves the model ``name``: 404 if not, 503 while loading or
         draining."""
         ...
 
-    def serves(self, family: Family[Any, Any]) -> bool:
+    def serves(self, family: Family[Any, Any, Any]) -> bool:
         """Whether the family is configured (served, or loading)."""
         ...
 

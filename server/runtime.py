@@ -38,17 +38,17 @@ class Served:
     created: int
 
 
-def build(family: Family[Any, S], path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
+def build(family: Family[Any, S, Any], path: Path, settings: Settings, device: torch.device, dtype: torch.dtype,
           metrics: Metrics, worker: ThreadPoolExecutor, gate: CpuGate) -> tuple[S, Batcher]:
     """Load the adapter, warm it up, put a batcher in front of it, and make the routes' service.
     Runs on ``worker``, the thread that will run the model's forward passes (server.engine.torch_threads)."""
-    spec = family.spec
+    spec, own = family.spec, family.settings_of(settings)
     model = family.load(path, device, dtype)
     model.warm_up()
     batcher = Batcher(
         name=spec.served_name,
         run_batch=model.run_batch,
-        max_batch_cost=family.batch_budget(settings, device.type),
+        max_batch_cost=family.batch_budget(own, settings, device.type),
         max_batch_size=settings.max_batch_size,
         max_queue=settings.max_queue,
         lookahead=settings.batch_lookahead,
@@ -61,11 +61,11 @@ def build(family: Family[Any, S], path: Path, settings: Settings, device: torch.
         deadline_scheduling=settings.deadline_scheduling,
         on_request=metrics.request_observer(spec.served_name),
     )
-    return family.serve(model, batcher, settings), batcher
+    return family.serve(model, batcher, own, settings), batcher
 
 
 class Runtime:
-    def __init__(self, settings: Settings, metrics: Metrics, families: dict[str, Family[Any, Any]]):
+    def __init__(self, settings: Settings, metrics: Metrics, families: dict[str, Family[Any, Any, Any]]):
         self.settings = settings
         self.metrics = metrics
         self.families = families
@@ -74,7 +74,7 @@ class Runtime:
         self.ready = False
         self._drain: asyncio.Future | None = None  # the batchers' drain, once started
         self.configured = [
-            kind for kind in families if not store.is_off(getattr(settings, f"{kind}_model"))
+            kind for kind, family in families.items() if not store.is_off(family.settings_of(settings).model)
         ]
 
     async def load_all(self) -> None:
@@ -89,7 +89,7 @@ class Runtime:
         for kind in self.configured:
             family = self.families[kind]
             spec = family.spec
-            value = getattr(self.settings, f"{kind}_model")
+            value = family.settings_of(self.settings).model
             started = time.perf_counter()
             path = await asyncio.to_thread(store.resolve, spec, value, self.settings.models_dir, self.settings.offline)
             assert path is not None  # only models that are not switched off are configured
@@ -106,7 +106,7 @@ class Runtime:
             log.info("loaded %s from %s in %.1f s", spec.served_name, path, time.perf_counter() - started)
         self.ready = True
 
-    def lookup(self, family: Family[Any, S], name: str) -> S:
+    def lookup(self, family: Family[Any, S, Any], name: str) -> S:
         """The family's service for a requested model name: 404 if not served, 503 if still loading
         or draining."""
         kind, spec = family.spec.kind, family.spec
@@ -121,7 +121,7 @@ class Runtime:
         # Served by kind, each of its own family's service type: the one place the type is restored.
         return cast(S, self.served[kind].service)
 
-    def serves(self, family: Family[Any, Any]) -> bool:
+    def serves(self, family: Family[Any, Any, Any]) -> bool:
         return family.spec.kind in self.configured
 
     def served_names(self) -> list[str]:

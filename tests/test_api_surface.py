@@ -100,10 +100,10 @@ def test_a_star_allows_any_origin_as_given_on_the_command_line():
 
 
 def test_cors_origins_setting_from_the_environment(monkeypatch):
-    from server.config import Settings
+    from server.families import make_settings
 
     monkeypatch.setenv("INFERENCE_CORS_ALLOW_ORIGINS", "https://a.example, http://localhost:3000")
-    assert Settings().cors_allow_origins == ["https://a.example", "http://localhost:3000"]
+    assert make_settings().cors_allow_origins == ["https://a.example", "http://localhost:3000"]
 
 
 # ---- /docs offline and the Bearer scheme -----------------------------------------------------------

@@ -14,7 +14,9 @@ import pytest
 from server import cli
 from server.cli import _settings, build_parser, main
 from server.config import ENV_PREFIX, Settings
+from server.families import make_settings, settings_class
 
+ROOT = Path(__file__).resolve().parents[1]
 FULL_FLAGS = [
     "serve", "--host", "0.0.0.0", "--port", "9000", "--device", "cpu", "--dtype", "bfloat16",
     "--embedding-model", "/x", "--reranker-model", "none", "--asr-model", "none",
@@ -63,7 +65,7 @@ def test_every_flag_maps_onto_its_setting():
     assert s.batch_lookahead == 16
     assert s.max_inputs_per_request == 50
     # Not given: defaults.
-    defaults = Settings()
+    defaults = make_settings()
     for name in ("cpu_threads", "models_dir", "demo", "request_timeout", "shutdown_timeout",
                  "embedding_max_tokens", "max_body_bytes", "log_level"):
         assert getattr(s, name) == getattr(defaults, name), name
@@ -235,7 +237,7 @@ def test_main_reaches_serve_with_valid_settings(no_serving):
 
 def test_every_setting_has_a_description_and_a_flag():
     actions = {a.dest: a for a in serve_parser()._actions if a.dest != "help"}
-    for name, field in Settings.model_fields.items():
+    for name, field in settings_class().model_fields.items():
         assert field.description and field.description.strip(), f"Settings.{name} has no description"
         assert name in actions, f"Settings.{name} has no CLI flag"
         action = actions[name]
@@ -243,8 +245,50 @@ def test_every_setting_has_a_description_and_a_flag():
         assert field.description in action.help, f"--help for {name} does not show its description"
         assert f"{ENV_PREFIX}{name.upper()}" in action.help, f"--help for {name} does not name its env var"
     # And no flag of `serve` that is not a setting.
-    assert set(actions) == set(Settings.model_fields)
+    assert set(actions) == set(settings_class().model_fields)
 
+
+
+def _readme_settings_rows() -> dict[str, list[str]]:
+    """The README's configuration tables: {flag: its cells}."""
+    section = (ROOT / "README.md").read_text().split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| `--")]
+    return {cells[0].removeprefix("| ").strip("`").split()[0]: cells for cells in rows}
+
+
+def test_the_readme_tables_every_setting_with_its_flag_env_and_default():
+    """The table is checked against the declarations (the server's and each family's), so a setting
+    added, renamed or given a new default anywhere fails here until the README says so."""
+    rows = _readme_settings_rows()
+    settings_cls = settings_class()
+    formers = settings_cls.former_names()
+    flags = {cli._flag(name): name for name in settings_cls.model_fields}
+    assert set(rows) == set(flags), "README rows without a setting, or settings without a row"
+    for flag, name in flags.items():
+        _, env, default, meaning = rows[flag][:4]
+        assert env == f"`{ENV_PREFIX}{name.upper()}`", flag
+        value = settings_cls.model_fields[name].get_default(call_default_factory=True)
+        if isinstance(value, bool):
+            assert default == ("on" if value else "off"), flag
+        elif isinstance(value, (int, float, str, Path)) and not isinstance(value, bool):
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            assert default == f"`{shown}`", (flag, default, shown)
+        if name in formers:  # the names deployments already use are still documented
+            assert f"`{cli._flag(formers[name])}`" in meaning and f"`{ENV_PREFIX}{formers[name].upper()}`" in meaning
+
+
+def test_a_setting_s_former_name_still_works_as_flag_and_env_var(monkeypatch):
+    """The reranker's limits took its family's prefix (reranker_): deployments that set the old
+    names keep working, and the new name wins where both are given."""
+    assert settings_from(["serve", "--rerank-max-documents", "7"]).reranker_max_documents == 7
+    monkeypatch.setenv("INFERENCE_RERANK_MAX_TOKENS", "300")
+    assert settings_from(["serve"]).reranker_max_tokens == 300
+    assert settings_from(["serve", "--rerank-max-tokens", "400"]).reranker_max_tokens == 400  # a flag beats env
+    monkeypatch.setenv("INFERENCE_RERANKER_MAX_TOKENS", "500")
+    assert settings_from(["serve"]).reranker_max_tokens == 500
+    assert make_settings(rerank_max_documents=9).reranker_max_documents == 9
+    # A bad value under the former name is refused in the setting's own words.
+    assert main(["serve", "--rerank-max-documents", "0"]) == 2
 
 def test_help_says_what_the_program_does_in_whole_sentences():
     parser = build_parser()
@@ -266,7 +310,7 @@ def test_download_help_names_the_models_dir_variable():
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     help_text = sub.choices["download"].format_help()
     assert f"{ENV_PREFIX}MODELS_DIR" in help_text
-    assert f"default: {Settings.model_fields['models_dir'].default}" in help_text
+    assert f"default: {settings_class().model_fields['models_dir'].default}" in help_text
 
 
 # --- real process starts --------------------------------------------------------------------------------
@@ -308,13 +352,3 @@ def test_process_with_incomplete_model_dir_names_the_missing_file(bge_m3_dir, tm
     assert str(broken) in proc.stderr
     assert "Traceback" not in proc.stderr
 
-
-def test_download_offers_every_registered_family(monkeypatch):
-    """The download choices come from the family registry: a family registered there is offered,
-    with no list in the CLI to keep in step."""
-    from server import cli
-
-    monkeypatch.setattr(cli, "FAMILIES", {**cli.FAMILIES, "classifier": cli.FAMILIES["embedding"]})
-    assert build_parser().parse_args(["download", "classifier"]).which == ["classifier"]
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["download", "nothing-registered"])

@@ -18,7 +18,7 @@ from conftest import assert_error_shape, live_server
 
 from server.background import free_port
 from server.config import ENV_PREFIX
-from server.families import SPECS
+from server.families import FAMILIES
 from server.compute.tiny_xlmr import TINY_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ def test_a_start_without_the_hub_fails_before_listening_and_names_every_model_wi
     report = proc.stderr[proc.stderr.rindex("inference-server: "):]
     assert report.startswith("inference-server: cannot start: 3 models are not on this machine"), report
     assert "cannot be reached" in report
-    for spec in SPECS.values():
+    for spec in (family.spec for family in FAMILIES.values()):
         (line,) = [line for line in report.splitlines() if f" {spec.repo_id} " in line]
         assert f"about {spec.download_size / 1e9:.1f} GB" in line, line
         assert spec.download_size > 100e6, "a download size for every known model"

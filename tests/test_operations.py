@@ -35,7 +35,7 @@ def test_ready_is_503_until_the_models_are_loaded(bge_m3_dir):
 
     from server.app import create_app
     from server.background import free_port
-    from server.config import Settings
+    from server.families import make_settings
     from server import runtime as runtime_module
 
     gate = threading.Event()
@@ -48,7 +48,7 @@ def test_ready_is_503_until_the_models_are_loaded(bge_m3_dir):
     runtime_module.build = slow_build
     try:
         port = free_port()
-        app = create_app(Settings(embedding_model=str(bge_m3_dir), reranker_model="none", asr_model="none", port=port))
+        app = create_app(make_settings(embedding_model=str(bge_m3_dir), reranker_model="none", asr_model="none", port=port))
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

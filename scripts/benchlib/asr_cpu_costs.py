@@ -32,7 +32,7 @@ from benchlib.inputs import speech_clip, wav_bytes
 from benchlib.models import build
 from benchlib.timing import median_ms, on_thread
 from server.background import free_port, serve_in_thread
-from server.config import Settings
+from server.families import make_settings
 from server.engine.batching import model_thread
 from server.engine.torch_threads import one_torch_thread
 from server.asr import service as transcription
@@ -135,7 +135,7 @@ def lone_timeline(model_dir: Path, wav: bytes, repeats: int) -> dict[str, tuple[
     timed(transcription, "has_speech", "speech check")
     timed(transcription.TranscriptionService, "_prepare", "features")
     timed(SenseVoice, "run_batch", "forward pass")
-    settings = Settings(embedding_model="none", reranker_model="none", asr_model=str(model_dir),
+    settings = make_settings(embedding_model="none", reranker_model="none", asr_model=str(model_dir),
                         host="127.0.0.1", port=free_port(), log_level="warning")
     with serve_in_thread(settings) as server, httpx.Client(base_url=server.url, timeout=60) as http:
         def post() -> None:

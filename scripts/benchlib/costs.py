@@ -47,8 +47,9 @@ def rerank_costs(bodies: list[dict], batch_size: int | None) -> Callable[[Path],
     def costs(model_dir: Path) -> Costs:
         from transformers import AutoConfig, AutoTokenizer
 
-        from server.config import Settings
+        from server.families import make_settings
         from server.compute.xlmr_common import longest_piece
+        from server.reranker import FAMILY
         from server.reranker.model import BgeReranker
         from server.reranker.schema import RerankRequest
         from server.reranker.service import RerankService
@@ -58,9 +59,8 @@ def rerank_costs(bodies: list[dict], batch_size: int | None) -> Callable[[Path],
         model.tokenizer, model.max_piece_chars = tokenizer, longest_piece(tokenizer)
         model.pair_overhead = len(tokenizer.build_inputs_with_special_tokens([], []))
         model.max_tokens = AutoConfig.from_pretrained(str(model_dir)).max_position_embeddings - 2
-        settings = Settings()
-        service = RerankService(model, None, max_length=settings.reranker_max_length,
-                                max_documents=settings.rerank_max_documents, max_tokens=settings.rerank_max_tokens)
+        settings = make_settings()
+        service = RerankService.from_settings(model, None, FAMILY.settings_of(settings), settings)
         rows = []
         for body in bodies:
             req = RerankRequest(**body)
@@ -76,12 +76,12 @@ def audio_costs(requests: list[Request], offline_batch: int | None) -> Callable[
     segment, else cut at pauses by the server's own VAD (split_on_pauses), in 10 ms frames
     (SenseVoice.cost). ``offline_batch``: funasr's generate batch, where it runs these clips."""
     def costs(model_dir: Path) -> Costs:
-        from server.config import Settings
         from server.asr.audio import decode_audio
+        from server.families import make_settings
         from server.asr.model import AsrItem, SenseVoice
         from server.asr.vad import split_on_pauses
 
-        settings = Settings()
+        settings = make_settings()
         rows = []
         for req in requests:
             audio = decode_audio(req.audio, max_seconds=settings.asr_max_audio_seconds)

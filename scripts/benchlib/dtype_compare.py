@@ -39,7 +39,7 @@ from benchlib.dtype_machine import cpu_flags, gemm_peak
 from benchlib.dtype_report import markdown
 from benchlib.dtype_variants import CPU, run_kind
 from benchlib.models import build
-from server.config import Settings
+from server.families import make_settings
 from server.compute.tiny_xlmr import XLMR_SIZES
 
 # Workload per size: texts / pairs / clips. "full" is kept small so a run stays within minutes.
@@ -53,7 +53,7 @@ def run(args) -> None:
     from server.compute.cpu_bf16 import fast_path
 
     given = dict(item.split("=", 1) for item in args.model_dir)
-    settings = Settings()
+    settings = make_settings()
     variants = ["float32", "bfloat16"] + (["bfloat16-eager", "float32-packed"] if args.attribution else [])
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu flags": cpu_flags(),
            "machine": platform.machine(), "cpu_bf16 fast path": fast_path(CPU, torch.bfloat16),

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from benchlib import tables
-from server.config import Settings
+from server.families import make_settings
 from server.families import FAMILIES
 
 STEP_BUDGET_S = {  # full size on an H100; each step stops starting new work past its budget
@@ -43,7 +43,7 @@ class Check:
         self.dtype_name = str(self.dtype).removeprefix("torch.")
         self.dirs: dict[str, Path] = {}
         self.low: dict[str, object] = {}  # the reduced-dtype adapters, kept for the later steps
-        self.settings = Settings()
+        self.settings = make_settings()
 
     def left(self) -> float:
         return self.args.budget_s - (time.monotonic() - self.started)

@@ -27,6 +27,7 @@ from benchlib.gpu_bookkeeping import (
 )
 from benchlib.models import KINDS
 from server.asr.audio import SAMPLE_RATE
+from server.families import FAMILIES
 
 # Datasheet dense (no sparsity) float16/bfloat16 tensor-core peaks, FLOP/s.
 DATASHEET = [("H200", 989.4e12), ("H100 PCIe", 756.0e12), ("H100 NVL", 835.0e12), ("H100", 989.4e12),
@@ -96,7 +97,8 @@ def fidelity(c: Check, deadline: float) -> dict:
         try:
             ref = load(kind, c.dirs[kind], c.device, torch.float32)
             case = dtype_cases.CASES[kind](ref, n[kind], c.settings)
-            budget = int(c.settings.asr_max_batch_seconds * 100) if kind == "asr" else c.settings.batch_tokens(c.device.type)
+            family = FAMILIES[kind]
+            budget = family.batch_budget(family.settings_of(c.settings), c.settings, c.device.type)
             items, batches = _items_of(case, budget, c.settings.max_batch_size)
             ref_out = {id(i): o for b in batches for i, o in zip(b, ref.run_batch(b))}
             del ref

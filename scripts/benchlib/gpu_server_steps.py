@@ -24,7 +24,7 @@ from benchlib.gpu_bookkeeping import Check, jsonable, table, timed_median
 from benchlib.metrics import scrape_counters
 from benchlib.our_server import our_send
 from benchlib.throughput_systems import SERVER
-from server.config import Settings
+from server.families import make_settings
 
 
 def out_of_memory(c: Check, deadline: float) -> dict:
@@ -39,7 +39,7 @@ def out_of_memory(c: Check, deadline: float) -> dict:
 
     rows = 32 if c.cuda else 4
     tokens = 8192 if c.cuda else 2048
-    settings = Settings(embedding_model=str(c.dirs["embedding"]), reranker_model="none", asr_model="none",
+    settings = make_settings(embedding_model=str(c.dirs["embedding"]), reranker_model="none", asr_model="none",
                         host="127.0.0.1", port=free_port(), log_level="warning", device=str(c.device),
                         dtype=c.dtype_name, max_batch_tokens=10_000_000, max_batch_size=64, max_pass_seconds=0,
                         offline=True)

@@ -37,9 +37,9 @@ def _speech_wav(seconds: float) -> bytes:
 def _ours(kind: str, model_dir: Path, path: str, **request) -> dict:
     """One request to our own server (in this process, float32) serving ``model_dir``."""
     from server.background import serve_in_thread
-    from server.config import Settings
+    from server.families import make_settings
 
-    settings = Settings(**{"embedding_model": "none", "reranker_model": "none", "asr_model": "none",
+    settings = make_settings(**{"embedding_model": "none", "reranker_model": "none", "asr_model": "none",
                            f"{kind}_model": str(model_dir)}, port=free_port(), dtype="float32", log_level="warning")
     with serve_in_thread(settings) as srv:
         response = httpx.post(srv.url + path, timeout=120, **request)

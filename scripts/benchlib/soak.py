@@ -86,9 +86,9 @@ def run(args, mix: dict[str, float]) -> int:
             url = f"http://127.0.0.1:{port}"
             if args.in_process:
                 from server.background import serve_in_thread
-                from server.config import Settings
+                from server.families import make_settings
 
-                settings = Settings(host="127.0.0.1", port=port, log_level="warning", device="cpu",
+                settings = make_settings(host="127.0.0.1", port=port, log_level="warning", device="cpu",
                                     api_keys=[args.api_key] if args.api_key else [], **models)
                 stack.enter_context(serve_in_thread(settings, ready_timeout=args.ready_timeout))
                 pid, where, whose = os.getpid(), "in-process server", "this process's (server + clients)"

@@ -79,10 +79,10 @@ def measure_peaks(args) -> dict:
     run's dtype on the device and with the threads the server will use, and in float32 on the CPU
     with this process's threads for the offline references (FlagEmbedding, funasr: float32 on CPU)."""
     from benchlib.flops import matmul_peak_flops
-    from server.config import Settings
+    from server.families import make_settings
     from server.compute.device import resolve_device, resolve_dtype
 
-    settings = Settings()
+    settings = make_settings()
     device = resolve_device(settings.device)
     dtype = resolve_dtype(args.dtype, device)
     cpu = torch.device("cpu")

@@ -26,13 +26,13 @@ async def json_response(payload: Any) -> Response:
     return Response(body, media_type="application/json")
 
 
-def count(request: Request, family: Family[Any, Any], usage: Usage) -> None:
+def count(request: Request, family: Family[Any, Any, Any], usage: Usage) -> None:
     """A request's usage into the metrics: every route's, through here (``answer``, and the
     transcription stream when it ends)."""
     request.app.state.metrics.count(family.spec.served_name, usage)
 
 
-async def answer(request: Request, family: Family[Any, Any], usage: Usage, body: Any,
+async def answer(request: Request, family: Family[Any, Any, Any], usage: Usage, body: Any,
                  headers: Mapping[str, str] | None = None) -> Response:
     """How a family's route answers: its usage counted, then ``body`` as JSON (or as the response
     it already is: a subtitle file, say), with ``headers``."""

@@ -11,6 +11,7 @@ from server.config import Settings
 from server.engine.batching import Batcher
 from server.family import BodyLimits, Family
 from server.weights.store import ModelSpec
+from server.asr.settings import AsrSettings
 
 if TYPE_CHECKING:
     import torch
@@ -35,10 +36,10 @@ def load(path: Path, device: torch.device, dtype: torch.dtype) -> SenseVoice:
     return SenseVoice(path, device, dtype)
 
 
-def serve(model: SenseVoice, batcher: Batcher, settings: Settings) -> TranscriptionService:
+def serve(model: SenseVoice, batcher: Batcher, own: AsrSettings, settings: Settings) -> TranscriptionService:
     from server.asr.service import TranscriptionService
 
-    return TranscriptionService.from_settings(model, batcher, settings)
+    return TranscriptionService.from_settings(model, batcher, own, settings)
 
 
 def routes() -> APIRouter:
@@ -47,10 +48,10 @@ def routes() -> APIRouter:
     return router
 
 
-def body_limits(settings: Settings) -> BodyLimits:
+def body_limits(own: AsrSettings) -> BodyLimits:
     from server.asr.route import body_limits
 
-    return body_limits(settings)
+    return body_limits(own.max_upload_bytes)
 
 
 def tiny(target: Path) -> Path:
@@ -59,13 +60,14 @@ def tiny(target: Path) -> Path:
     return build_tiny_sensevoice(target)
 
 
-FAMILY: Family[SenseVoice, TranscriptionService] = Family(
+FAMILY: Family[SenseVoice, TranscriptionService, AsrSettings] = Family(
     spec=SPEC,
+    settings=AsrSettings,
     load=load,
     serve=serve,
     routes=routes,
     # SenseVoice's cost is in 10 ms frames: the budget is padded audio seconds x 100.
-    batch_budget=lambda settings, device_type: int(settings.asr_max_batch_seconds * 100),
+    batch_budget=lambda own, settings, device_type: int(own.max_batch_seconds * 100),
     tiny=tiny,
     body_limits=body_limits,
 )

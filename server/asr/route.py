@@ -12,7 +12,6 @@ from server.api.responses import answer, count, services
 from server.api.schema import ERROR_RESPONSES, PRIORITY_DESCRIPTION, Text
 from server.api.terms import request_terms
 from server.engine.fair_queue import Priority
-from server.config import Settings
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.family import BodyLimits
 from server.asr import FAMILY, translations
@@ -36,10 +35,10 @@ def too_large(max_upload_bytes: int) -> str:
     return f"The audio file is larger than {max_upload_bytes} bytes."
 
 
-def body_limits(settings: Settings) -> BodyLimits:
+def body_limits(max_upload_bytes: int) -> BodyLimits:
     """The upload's cap on the whole body, checked as it streams in (server.api.middleware.BodyLimit),
     refused in the words of the documented limit."""
-    return {PATH: (settings.asr_max_upload_bytes + MULTIPART_OVERHEAD, too_large(settings.asr_max_upload_bytes))}
+    return {PATH: (max_upload_bytes + MULTIPART_OVERHEAD, too_large(max_upload_bytes))}
 
 
 router = APIRouter()
@@ -106,7 +105,7 @@ async def create_transcription(
             f"(as OpenAI's streaming models), or leave stream off for {response_format}.",
             param="response_format", code="unsupported_value")
     data = await file.read()
-    limit = request.app.state.settings.asr_max_upload_bytes
+    limit = service.max_upload_bytes
     if len(data) > limit:  # the body's cap (body_limits) leaves room for the form around the file
         raise PayloadTooLarge(too_large(limit))
     if not data:

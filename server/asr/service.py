@@ -27,6 +27,7 @@ from server.errors import Timeout
 from server.family import Usage
 from server.asr.audio import SAMPLE_RATE, decode_audio
 from server.asr.model import AsrItem, AsrResult, SenseVoice
+from server.asr.settings import AsrSettings
 from server.asr.upload_budget import UploadBudget
 from server.asr.vad import SILENT_PEAK, has_speech, split_on_pauses
 from server.asr.words import QUERY_FRAMES, Word, align_words, token_times
@@ -115,18 +116,20 @@ class QueuedTranscription:
 
 class TranscriptionService:
     def __init__(self, model: SenseVoice, batcher: Batcher, *, max_seconds: float, max_segment_s: float,
-                 uploads: UploadBudget | None = None):
+                 uploads: UploadBudget | None = None, max_upload_bytes: int = 50 * 1024 * 1024):
         self.model = model
         self.batcher = batcher
+        self.max_upload_bytes = max_upload_bytes
         self.max_seconds = max_seconds
         self.max_segment_s = max_segment_s
         self.uploads = uploads or UploadBudget(0, 4 * max_seconds, SAMPLE_RATE)
 
     @classmethod
-    def from_settings(cls, model: SenseVoice, batcher: Batcher, settings: Settings) -> TranscriptionService:
-        uploads = UploadBudget(settings.asr_max_decoding, settings.asr_max_audio_held_seconds, SAMPLE_RATE)
-        return cls(model, batcher, max_seconds=settings.asr_max_audio_seconds,
-                   max_segment_s=settings.asr_max_segment_seconds, uploads=uploads)
+    def from_settings(cls, model: SenseVoice, batcher: Batcher, own: AsrSettings,
+                      settings: Settings) -> TranscriptionService:
+        uploads = UploadBudget(own.max_decoding, own.max_audio_held_seconds, SAMPLE_RATE)
+        return cls(model, batcher, max_seconds=own.max_audio_seconds, max_segment_s=own.max_segment_seconds,
+                   uploads=uploads, max_upload_bytes=own.max_upload_bytes)
 
     async def transcribe(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
                          terms: Terms, posteriors: bool = False,

@@ -10,6 +10,7 @@ from server.config import Settings
 from server.engine.batching import Batcher
 from server.family import Family
 from server.weights.store import ModelSpec
+from server.embedding.settings import EmbeddingSettings
 
 if TYPE_CHECKING:
     import torch
@@ -40,10 +41,10 @@ def load(path: Path, device: torch.device, dtype: torch.dtype) -> BgeM3:
     return BgeM3(path, device, dtype)
 
 
-def serve(model: BgeM3, batcher: Batcher, settings: Settings) -> EmbeddingService:
+def serve(model: BgeM3, batcher: Batcher, own: EmbeddingSettings, settings: Settings) -> EmbeddingService:
     from server.embedding.service import EmbeddingService
 
-    return EmbeddingService.from_settings(model, batcher, settings)
+    return EmbeddingService.from_settings(model, batcher, own, settings)
 
 
 def routes() -> APIRouter:
@@ -58,11 +59,11 @@ def tiny(target: Path) -> Path:
     return build_tiny_bge_m3(target)
 
 
-FAMILY: Family[BgeM3, EmbeddingService] = Family(
+FAMILY: Family[BgeM3, EmbeddingService, EmbeddingSettings] = Family(
     spec=SPEC,
+    settings=EmbeddingSettings,
     load=load,
     serve=serve,
     routes=routes,
-    batch_budget=Settings.batch_tokens,
     tiny=tiny,
 )

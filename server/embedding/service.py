@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from server.config import Settings
 from server.embedding.model import BgeM3, EmbedItem, EmbedResult
 from server.embedding.schema import EmbeddingRequest
+from server.embedding.settings import EmbeddingSettings
 from server.engine.batching import Batcher, gather_results
 from server.engine.deadlines import Terms
 from server.errors import InvalidRequest
@@ -33,9 +34,9 @@ class EmbeddingService:
         self.max_inputs = max_inputs
 
     @classmethod
-    def from_settings(cls, model: BgeM3, batcher: Batcher, settings: Settings) -> EmbeddingService:
-        return cls(model, batcher, max_tokens=settings.embedding_max_tokens,
-                   max_inputs=settings.max_inputs_per_request)
+    def from_settings(cls, model: BgeM3, batcher: Batcher, own: EmbeddingSettings,
+                      settings: Settings) -> EmbeddingService:
+        return cls(model, batcher, max_tokens=own.max_tokens, max_inputs=settings.max_inputs_per_request)
 
     def describe(self) -> TextModelDescription:
         return TextModelDescription("embedding", self.model.device, self.max_tokens, self.max_inputs, pooling="cls")

@@ -10,6 +10,7 @@ from server.config import Settings
 from server.engine.batching import Batcher
 from server.family import Family
 from server.weights.store import ModelSpec
+from server.reranker.settings import RerankerSettings
 
 if TYPE_CHECKING:
     import torch
@@ -34,10 +35,10 @@ def load(path: Path, device: torch.device, dtype: torch.dtype) -> BgeReranker:
     return BgeReranker(path, device, dtype)
 
 
-def serve(model: BgeReranker, batcher: Batcher, settings: Settings) -> RerankService:
+def serve(model: BgeReranker, batcher: Batcher, own: RerankerSettings, settings: Settings) -> RerankService:
     from server.reranker.service import RerankService
 
-    return RerankService.from_settings(model, batcher, settings)
+    return RerankService.from_settings(model, batcher, own, settings)
 
 
 def routes() -> APIRouter:
@@ -52,11 +53,11 @@ def tiny(target: Path) -> Path:
     return build_tiny_reranker(target)
 
 
-FAMILY: Family[BgeReranker, RerankService] = Family(
+FAMILY: Family[BgeReranker, RerankService, RerankerSettings] = Family(
     spec=SPEC,
+    settings=RerankerSettings,
     load=load,
     serve=serve,
     routes=routes,
-    batch_budget=Settings.batch_tokens,
     tiny=tiny,
 )

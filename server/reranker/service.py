@@ -27,6 +27,7 @@ from server.family import Usage
 from server.compute.xlmr_common import TextModelDescription, Token, tokens_within
 from server.reranker.model import BgeReranker
 from server.reranker.schema import RerankRequest
+from server.reranker.settings import RerankerSettings
 
 
 def plan_windows(length: int, room: int, overlap: int, max_chunks: int) -> list[tuple[int, int]]:
@@ -79,9 +80,10 @@ class RerankService:
         self.max_tokens = max_tokens
 
     @classmethod
-    def from_settings(cls, model: BgeReranker, batcher: Batcher, settings: Settings) -> RerankService:
-        return cls(model, batcher, max_length=settings.reranker_max_length,
-                   max_documents=settings.rerank_max_documents, max_tokens=settings.rerank_max_tokens)
+    def from_settings(cls, model: BgeReranker, batcher: Batcher, own: RerankerSettings,
+                      settings: Settings) -> RerankService:
+        return cls(model, batcher, max_length=own.max_length, max_documents=own.max_documents,
+                   max_tokens=own.max_tokens)
 
     def describe(self) -> TextModelDescription:
         return TextModelDescription("reranker", self.model.device, self.max_length, self.max_documents,

@@ -37,7 +37,7 @@ def model_type(described: TextModelDescription) -> dict:
     return {"reranker": {"id2label": id2label, "label2id": {v: int(k) for k, v in id2label.items()}}}
 
 
-def routes(text_families: Sequence[Family[Any, Any]]) -> APIRouter:
+def routes(text_families: Sequence[Family[Any, Any, Any]]) -> APIRouter:
     """/info and /tokenize, speaking for the first of ``text_families`` that is served; each family's
     service must be a ``TextService``."""
     router = APIRouter(tags=["tei"])

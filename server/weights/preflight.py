@@ -32,12 +32,13 @@ class Absent:
         return self.spec.download_size if self.repo_id == self.spec.repo_id else 0  # known for the default only
 
 
-def check_models(settings: Settings, specs: dict[str, store.ModelSpec]) -> None:
-    """Raise one StartupError naming every configured model that can be neither found nor downloaded."""
+def check_models(settings: Settings, models: dict[store.ModelSpec, str]) -> None:
+    """Raise one StartupError naming every configured model that can be neither found nor downloaded.
+    ``models``: each family's spec and its model setting (a directory, a hub id, or none)."""
     problems: list[str] = []  # directories named by the settings that are missing or incomplete
     absent: list[Absent] = []
-    for kind, spec in specs.items():
-        value = getattr(settings, f"{kind}_model")
+    for spec, value in models.items():
+        kind = spec.kind
         if store.is_off(value):
             continue
         try:
@@ -48,7 +49,7 @@ def check_models(settings: Settings, specs: dict[str, store.ModelSpec]) -> None:
             problems.append(str(err))
     missing, why = _not_downloadable(absent, settings.offline)
     if problems or missing:
-        report = _report(missing, why, settings, every_kind=set(specs)) if missing else []
+        report = _report(missing, why, settings, every_kind={spec.kind for spec in models}) if missing else []
         raise StartupError("\n".join([*problems, *report]))
     for model in absent:  # the hub has them: the loader downloads them after the server starts listening
         log.info("%s is not on this machine: it will be downloaded (%s) into %s", model.repo_id,

@@ -24,7 +24,7 @@ def is_off(value: str) -> bool:
 class ModelSpec:
     """Where one model family's files come from (declared in the family's package)."""
 
-    kind: str  # the settings field prefix: embedding | reranker | asr
+    kind: str  # the family's name: its folder, its settings' prefix, its download choice
     served_name: str  # the name /v1/models lists
     aliases: tuple[str, ...]
     repo_id: str  # default hub id

@@ -277,7 +277,7 @@ def test_bad_requests_are_400(server, body, param):
 
 
 def test_request_limits_are_settings(reranker_dir):
-    with live_server(reranker_model=str(reranker_dir), rerank_max_documents=3, rerank_max_tokens=200) as srv:
+    with live_server(reranker_model=str(reranker_dir), reranker_max_documents=3, reranker_max_tokens=200) as srv:
         with srv.client() as client:
             many = client.post("/v1/rerank", json={"model": MODEL, "query": "q", "documents": ["a"] * 4})
             heavy = client.post("/v1/rerank", json={"model": MODEL, "query": "q", "documents": ["panda " * 300]})

@@ -16,7 +16,6 @@ import torch
 
 from server.embedding import SPEC as EMBEDDING
 from server.errors import StartupError
-from server.families import SPECS
 from server.compute.device import resolve_device, resolve_dtype
 from server.weights.store import local_name, resolve
 
@@ -234,13 +233,6 @@ def test_hf_cache_entry_of_another_repo_is_not_used(bge_m3_dir, tmp_path, isolat
 )
 def test_local_name(repo_id, name):
     assert local_name(repo_id) == name
-
-
-def test_specs_are_keyed_by_kind():
-    assert set(SPECS) == {"embedding", "reranker", "asr"}
-    for kind, spec in SPECS.items():
-        assert spec.kind == kind
-        assert spec.served_name in spec.names
 
 
 # --- device and dtype -----------------------------------------------------------------------------------
