@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from server.background import RunningServer, free_port, serve_in_thread
-from server.config import ENV_PREFIX, Settings
+from server.config import ENV_PREFIX
+from server.families import FAMILIES, make_settings
 from server.compute.tiny_xlmr import build_tiny_bge_m3, build_tiny_reranker
 
 # The suite's servers (in-process and subprocesses alike) run where its references are computed,
@@ -59,10 +60,10 @@ class LiveServer(RunningServer):
 @contextmanager
 def live_server(**overrides) -> Iterator[LiveServer]:
     """A real server on a free loopback port, serving only the models named in ``overrides``."""
-    opts = dict(embedding_model="none", reranker_model="none", asr_model="none", host="127.0.0.1", port=free_port(),
-                log_level="warning", device="cpu")
+    opts: dict = {f"{name}_model": "none" for name in FAMILIES}
+    opts.update(host="127.0.0.1", port=free_port(), log_level="warning", device="cpu")
     opts.update(overrides)
-    with serve_in_thread(Settings(**opts)) as running:
+    with serve_in_thread(make_settings(**opts)) as running:
         yield LiveServer(running.app, running.url)
 
 

@@ -33,6 +33,7 @@ from server.app import create_app
 from server.background import free_port, serve_in_thread
 from server.cli import build_parser
 from server.config import ENV_PREFIX, Settings
+from server.families import FAMILIES, make_settings, settings_class
 from server.embedding import SPEC as EMBEDDING
 from server.engine.records import BatcherStats
 from server.errors import StartupError
@@ -43,10 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
 DOCS = ROOT / "docs"
 DOCKERFILES = {"cpu": ROOT / "Dockerfile", "cuda": ROOT / "Dockerfile.cuda"}
-SETTING_ENV_NAMES = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
-DEFAULT_PORT = Settings.model_fields["port"].default
-DEFAULT_SHUTDOWN_TIMEOUT = Settings.model_fields["shutdown_timeout"].default
-NO_MODELS = {"embedding_model": "none", "reranker_model": "none", "asr_model": "none"}
+SETTING_ENV_NAMES = {ENV_PREFIX + name.upper() for name in settings_class().model_fields}
+DEFAULT_PORT = settings_class().model_fields["port"].default
+DEFAULT_SHUTDOWN_TIMEOUT = settings_class().model_fields["shutdown_timeout"].default
+NO_MODELS = {f"{name}_model": "none" for name in FAMILIES}
 
 
 # ==================================================================================================
@@ -131,7 +132,7 @@ def test_offline_server_starts_and_serves_without_network(bge_m3_dir, tmp_path, 
     copied = Path(shutil.copytree(bge_m3_dir, models / "bge-m3"))  # as copied from a connected machine
     assert store.resolve(EMBEDDING, "BAAI/bge-m3", models, offline=True) == copied
 
-    settings = Settings(embedding_model="BAAI/bge-m3", reranker_model="none", asr_model="none",
+    settings = make_settings(embedding_model="BAAI/bge-m3", reranker_model="none", asr_model="none",
                         models_dir=models, offline=True, host=LOOPBACK, port=free_port(), log_level="warning")
     with serve_in_thread(settings, ready_timeout=120) as running:
         with httpx.Client(base_url=running.url, timeout=60, trust_env=False) as client:
@@ -146,7 +147,7 @@ def test_offline_server_starts_and_serves_without_network(bge_m3_dir, tmp_path, 
 
 def test_offline_start_without_the_model_stops_and_names_the_directory(tmp_path, loopback_only, empty_hf_cache):
     models = tmp_path / "models"
-    settings = Settings(embedding_model="BAAI/bge-m3", reranker_model="none", asr_model="none",
+    settings = make_settings(embedding_model="BAAI/bge-m3", reranker_model="none", asr_model="none",
                         models_dir=models, offline=True, host=LOOPBACK, port=free_port(), log_level="warning")
     with pytest.raises(RuntimeError, match="not available offline") as err, serve_in_thread(settings, ready_timeout=60):
         pass
@@ -413,7 +414,7 @@ def test_healthcheck_hits_health_on_the_served_port(image):
     default = re.search(r"get\('INFERENCE_PORT', '(\d+)'\)", command[2])
     assert default and int(default.group(1)) == DEFAULT_PORT
     # Run it, as Docker would inside the container, against a live server and a closed port.
-    settings = Settings(**NO_MODELS, host=LOOPBACK, port=free_port(), log_level="warning")
+    settings = make_settings(**NO_MODELS, host=LOOPBACK, port=free_port(), log_level="warning")
     with serve_in_thread(settings, ready_timeout=60):
         healthy = subprocess.run([sys.executable, *command[1:]], capture_output=True, timeout=30, check=False,
                                  env={**os.environ, "INFERENCE_PORT": str(settings.port)})
@@ -529,7 +530,7 @@ def container_settings(monkeypatch, container: dict) -> Settings:
     for var in container.get("env", []):
         if "value" in var:
             monkeypatch.setenv(var["name"], str(var["value"]))
-    return Settings()
+    return make_settings()
 
 
 @pytest.fixture(scope="module")
@@ -579,14 +580,14 @@ def test_kustomization_applies_the_core_and_leaves_out_the_optional():
 
 
 def app_paths() -> set[str]:
-    return set(create_app(Settings(**NO_MODELS)).openapi()["paths"])
+    return set(create_app(make_settings(**NO_MODELS)).openapi()["paths"])
 
 
 def get_from_app(paths: list[str]) -> dict[str, int]:
     """Status of GET on each path, from the real app (lifespan run, no models, no socket)."""
     from fastapi.testclient import TestClient
 
-    with TestClient(create_app(Settings(**NO_MODELS))) as client:
+    with TestClient(create_app(make_settings(**NO_MODELS))) as client:
         return {path: client.get(path).status_code for path in paths}
 
 
@@ -824,7 +825,7 @@ def test_documented_commands_parse_with_the_cli():
     for argv in commands:
         args = parser.parse_args(argv)
         if args.command == "serve":
-            Settings(**{k: v for k, v in vars(args).items() if k in Settings.model_fields})
+            make_settings(**{k: v for k, v in vars(args).items() if k in settings_class().model_fields})
 
 
 def test_documented_variables_are_settings():
