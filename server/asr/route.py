@@ -14,7 +14,7 @@ from server.api.terms import request_terms
 from server.engine.fair_queue import Priority
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.family import BodyLimits
-from server.asr import FAMILY, translations
+from server.asr import FAMILY, chunking, translations
 from server.asr.render import render
 from server.asr.schema import (
     STREAMED_FORMATS,
@@ -96,9 +96,11 @@ async def create_transcription(
                                              "(response_format json or text).")] = False,
     use_itn: Annotated[bool, Form(description="Extension: punctuation and inverse text normalization.")] = True,
     priority: Annotated[Priority, Form(description=PRIORITY_DESCRIPTION)] = "normal",
+    chunking_strategy: Annotated[str | None, Form(description=chunking.DESCRIPTION)] = None,
 ) -> Response:
     await refuse_repeated_fields(request)
     service = services(request).lookup(FAMILY, model)
+    chunks = chunking.chunking_of(await request.form())  # its one field is chunking_strategy, or its parts
     if stream and response_format not in STREAMED_FORMATS:
         raise InvalidRequest(
             f"stream=true sends transcript events, which carry text: use response_format json or text "
@@ -113,10 +115,10 @@ async def create_transcription(
     terms = request_terms(request, priority)
     if stream:
         # Decoding, speech detection and queueing happen first: bad audio is still a plain 4xx.
-        queued = await service.queue(data, language=language, use_itn=use_itn, terms=terms)
+        queued = await service.queue(data, language=language, use_itn=use_itn, terms=terms, chunking=chunks)
         return transcript_stream(service, queued, on_done=lambda usage: count(request, FAMILY, usage))
     verbose = response_format == "verbose_json"  # the only answer that reports the posteriors
     transcript = await service.transcribe(data, language=language, use_itn=use_itn, terms=terms, posteriors=verbose,
-                                          is_gone=request.is_disconnected)
+                                          chunking=chunks, is_gone=request.is_disconnected)
     return await answer(request, FAMILY, transcript.usage,
                         await render(transcript, response_format, words="word" in (timestamp_granularities or ())))

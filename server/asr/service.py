@@ -29,7 +29,7 @@ from server.asr.audio import SAMPLE_RATE, decode_audio
 from server.asr.model import AsrItem, AsrResult, SenseVoice
 from server.asr.settings import AsrSettings
 from server.asr.upload_budget import UploadBudget
-from server.asr.vad import SILENT_PEAK, has_speech, split_on_pauses
+from server.asr.vad import AUTO, SILENT_PEAK, Chunking, has_speech, split_on_pauses
 from server.asr.words import QUERY_FRAMES, Word, align_words, token_times
 
 # Scripts written without spaces between words: their segments are joined without one.
@@ -132,28 +132,31 @@ class TranscriptionService:
                    uploads=uploads, max_upload_bytes=own.max_upload_bytes)
 
     async def transcribe(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
-                         terms: Terms, posteriors: bool = False,
+                         terms: Terms, posteriors: bool = False, chunking: Chunking = AUTO,
                          is_gone: Callable[[], Awaitable[bool]] | None = None) -> Transcript:
         """``posteriors``: read avg_logprob and no_speech_prob too (AsrItem.posteriors)."""
-        queued = await self.queue(data, language=language, use_itn=use_itn, terms=terms, posteriors=posteriors)
+        queued = await self.queue(data, language=language, use_itn=use_itn, terms=terms, posteriors=posteriors,
+                                  chunking=chunking)
         results = await gather_results(queued.futures, terms, is_gone)
         return Transcript(queued.duration, [self.segment(span, r) for span, r in zip(queued.spans, results)],
                           language)
 
     async def queue(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
-                    terms: Terms, posteriors: bool = False) -> QueuedTranscription:
+                    terms: Terms, posteriors: bool = False, chunking: Chunking = AUTO) -> QueuedTranscription:
         """Decode the upload, find its speech and queue its segments; raises on bad input before
-        anything is computed, so a caller can still answer with an error status."""
+        anything is computed, so a caller can still answer with an error status. ``chunking``: a
+        caller's own (OpenAI's server_vad) cuts even a short clip at its pauses; AUTO transcribes
+        a clip that fits one segment whole."""
         # The door first (a refusal costs nothing); then a decode slot, and the decoded audio counts
         # against the upload budget until its features are queued.
         with self.batcher.admission(terms, self.uploads.wait_forecast(terms.priority)) as admission:
             async with self.uploads.decoding(terms.priority, terms.deadline) as hold:
                 audio = await self.batcher.gate.run_preparation(decode_audio, data, max_seconds=self.max_seconds,
                                                                 hold=hold)
-                if len(audio) <= self.max_segment_s * SAMPLE_RATE:
+                if chunking == AUTO and len(audio) <= self.max_segment_s * SAMPLE_RATE:
                     spans, futures = await self._whole_clip(audio, language, use_itn, posteriors, admission)
                 else:
-                    spans = await self.batcher.gate.run_preparation(self._speech_segments, audio)
+                    spans = await self.batcher.gate.run_preparation(self._speech_segments, audio, chunking)
                     futures = await self._submit(audio, spans, language, use_itn, posteriors, admission)
         return QueuedTranscription(len(audio) / SAMPLE_RATE, spans, futures, terms)
 
@@ -221,9 +224,9 @@ class TranscriptionService:
             return [self.model.with_features(AsrItem(audio[start:end], language, use_itn, posteriors=posteriors))
                     for start, end in spans]
 
-    def _speech_segments(self, audio: np.ndarray) -> list[tuple[int, int]]:
+    def _speech_segments(self, audio: np.ndarray, chunking: Chunking) -> list[tuple[int, int]]:
         """Sample ranges of the speech, cut at pauses into segments no longer than the limit."""
-        speech = split_on_pauses(audio, max_segment_s=self.max_segment_s, sample_rate=SAMPLE_RATE)
+        speech = split_on_pauses(audio, max_segment_s=self.max_segment_s, sample_rate=SAMPLE_RATE, chunking=chunking)
         return [(round(s.start * SAMPLE_RATE), round(s.end * SAMPLE_RATE)) for s in speech]
 
 

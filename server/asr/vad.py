@@ -47,7 +47,30 @@ class Segment:
     end: float
 
 
-def split_on_pauses(audio: np.ndarray, *, max_segment_s: float = 30.0, sample_rate: int = 16000) -> list[Segment]:
+@dataclass(frozen=True)
+class Chunking:
+    """How speech is found and cut: silero's threshold and the silence that ends speech (its
+    defaults), which pauses stay inside one segment, and how far a segment reaches into the silence
+    before and after its speech."""
+
+    threshold: float = 0.5
+    min_silence_ms: int = 100
+    merge_gap_s: float = _MERGE_GAP_S
+    pad_before_s: float = _PAD_S
+    pad_after_s: float = _PAD_S
+
+
+AUTO = Chunking()  # the server's own choice: segments as long as the limit allows, cut at pauses
+
+
+def server_vad(threshold: float, prefix_padding_ms: int, silence_duration_ms: int) -> Chunking:
+    """OpenAI's ``server_vad`` chunking: a silence of ``silence_duration_ms`` ends a segment (no
+    pause that long is kept inside one), which starts ``prefix_padding_ms`` before its speech."""
+    return Chunking(threshold, silence_duration_ms, merge_gap_s=0.0, pad_before_s=prefix_padding_ms / 1000)
+
+
+def split_on_pauses(audio: np.ndarray, *, max_segment_s: float = 30.0, sample_rate: int = 16000,
+                    chunking: Chunking = AUTO) -> list[Segment]:
     """Segments of ``audio`` (1-D float32 mono) that hold speech, each at most ``max_segment_s`` long.
 
     Neighbouring speech closer than 1 s is merged while the result fits the limit; longer speech is
@@ -64,10 +87,12 @@ def split_on_pauses(audio: np.ndarray, *, max_segment_s: float = 30.0, sample_ra
         # it only runs over the stretches that are not silent.
         for start, end in _audible_stretches(samples, sample_rate):
             # get_speech_timestamps resets the model's state first: a borrowed model carries nothing over.
-            found = _silero_module().get_speech_timestamps(samples[start:end], model, sampling_rate=sample_rate)
+            found = _silero_module().get_speech_timestamps(
+                samples[start:end], model, sampling_rate=sample_rate, threshold=chunking.threshold,
+                min_silence_duration_ms=chunking.min_silence_ms)
             regions += [{"start": r["start"] + start, "end": r["end"] + start} for r in found]
     spans = plan_segments([(r["start"], r["end"]) for r in regions], samples.numpy(),
-                          max_len=int(max_segment_s * sample_rate), sample_rate=sample_rate)
+                          max_len=int(max_segment_s * sample_rate), sample_rate=sample_rate, chunking=chunking)
     return [Segment(start / sample_rate, end / sample_rate) for start, end in spans]
 
 
@@ -155,7 +180,7 @@ def _audible_stretches(samples: torch.Tensor, sample_rate: int) -> list[tuple[in
 
 
 def plan_segments(regions: list[tuple[int, int]], audio: np.ndarray, *, max_len: int,
-                  sample_rate: int) -> list[tuple[int, int]]:
+                  sample_rate: int, chunking: Chunking = AUTO) -> list[tuple[int, int]]:
     """Speech regions (sample indices, sorted, disjoint) -> segments: cut, merged, then padded."""
     if max_len < sample_rate * 0.1:
         raise ValueError("max_segment_s must be at least 0.1 s")
@@ -169,20 +194,20 @@ def plan_segments(regions: list[tuple[int, int]], audio: np.ndarray, *, max_len:
 
     merged: list[list[int]] = []
     for start, end in pieces:
-        if merged and start - merged[-1][1] <= _MERGE_GAP_S * sample_rate and end - merged[-1][0] <= max_len:
+        if merged and start - merged[-1][1] <= chunking.merge_gap_s * sample_rate and end - merged[-1][0] <= max_len:
             merged[-1][1] = end
         else:
             merged.append([start, end])
 
     # Pad into the silence on each side, at most half of each gap (neighbours never overlap; pieces
     # of one cut-up stretch touch) and never past the length limit.
-    pad = int(_PAD_S * sample_rate)
+    pad_before, pad_after = int(chunking.pad_before_s * sample_rate), int(chunking.pad_after_s * sample_rate)
     out = []
     for i, (start, end) in enumerate(merged):
         before = start - merged[i - 1][1] if i > 0 else 2 * start
         after = merged[i + 1][0] - end if i + 1 < len(merged) else 2 * (len(audio) - end)
-        grow_start = min(pad, before // 2, max_len - (end - start))
-        grow_end = min(pad, after // 2, max_len - (end - start) - grow_start)
+        grow_start = min(pad_before, before // 2, max_len - (end - start))
+        grow_end = min(pad_after, after // 2, max_len - (end - start) - grow_start)
         out.append((start - grow_start, end + grow_end))
     return out
 
