@@ -17,6 +17,9 @@ minute, plus a second per ``MIN_BYTES_PER_SECOND`` bytes uploaded. No codec in u
 from __future__ import annotations
 
 import io
+from collections import deque
+from collections.abc import Generator
+from contextlib import closing
 
 import av
 import numpy as np
@@ -78,11 +81,22 @@ def decode_audio(data: bytes, *, max_seconds: float, hold: Hold | None = None) -
     ``hold``: the request's share of the upload budget, which each decoded chunk is taken from
     (server.asr.upload_budget; ``Overloaded`` when it is spent).
     """
+    return np.concatenate(list(decode_chunks(data, max_seconds=max_seconds, hold=hold)))
+
+
+def decode_chunks(data: bytes, *, max_seconds: float, hold: Hold | None = None) -> Generator[np.ndarray, None, None]:
+    """``decode_audio``, a packet's samples at a time: what the file holds is checked before the
+    first chunk, and a limit passed mid-file raises when it is reached."""
     if not data:
         raise AudioError("The audio file is empty.", param="file")
-    chunks: list[np.ndarray] = []
+    decoded: deque[np.ndarray] = deque()  # filled by the decoder, a packet at a time
+    any_audio = False
     try:
-        _decode_into(data, chunks, max_seconds, hold)
+        with closing(_decode(data, max_seconds, hold, decoded)) as packets:
+            for _ in packets:
+                while decoded:
+                    any_audio = True
+                    yield _sane(decoded.popleft())
     except (AudioError, AudioTooLong):
         raise
     except av.error.MemoryError:
@@ -93,19 +107,52 @@ def decode_audio(data: bytes, *, max_seconds: float, hold: Hold | None = None) -
     except MemoryError:
         raise
     except _DECODE_ERRORS:
-        if not chunks:
+        if not any_audio and not decoded:
             raise AudioError(
                 "The file could not be decoded as audio. Send a common audio format "
                 "(wav, flac, mp3, m4a, ogg, opus, webm).",
                 param="file",
             ) from None
         # Damage after some audio decoded (a cut-off upload): keep what came before it.
-    if not chunks:
+    while decoded:
+        any_audio = True
+        yield _sane(decoded.popleft())
+    if not any_audio:
         raise AudioError("The file contains no audio samples.", param="file")
-    audio = np.concatenate(chunks)
+
+
+def _sane(samples: np.ndarray) -> np.ndarray:
     # Float codecs and float WAV can carry NaN/inf or values past full scale; the model must not see them.
-    np.nan_to_num(audio, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
-    return np.clip(audio, -1.0, 1.0, out=audio)
+    np.nan_to_num(samples, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+    return np.clip(samples, -1.0, 1.0, out=samples)
+
+
+class AudioReader:
+    """An upload decoded as it is read: ``read(n)`` gives the next ``n`` samples (fewer at the end,
+    then ``done``). Each call may run on another thread, one at a time."""
+
+    def __init__(self, data: bytes, *, max_seconds: float, hold: Hold | None = None):
+        self._chunks = decode_chunks(data, max_seconds=max_seconds, hold=hold)
+        self._pending = np.empty(0, dtype=np.float32)
+        self.done = False
+
+    def read(self, samples: int) -> np.ndarray:
+        pieces, count = [self._pending], self._pending.size
+        while count < samples and not self.done:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                self.done = True
+                break
+            pieces.append(chunk)
+            count += chunk.size
+        joined = np.concatenate(pieces)
+        out, self._pending = joined[:samples], joined[samples:]
+        self.done = self.done and not self._pending.size
+        return out
+
+    def close(self) -> None:
+        self._chunks.close()
 
 
 def _check_shape(sample_rate: int, channels: int) -> None:
@@ -117,7 +164,9 @@ def _check_shape(sample_rate: int, channels: int) -> None:
                          param="file")
 
 
-def _decode_into(data: bytes, chunks: list[np.ndarray], max_seconds: float, hold: Hold | None) -> None:
+def _decode(data: bytes, max_seconds: float, hold: Hold | None,
+            chunks: deque[np.ndarray]) -> Generator[None, None, None]:
+    """Decodes into ``chunks``, and yields after each packet."""
     by_size = seconds_allowed(len(data))
     max_samples = int(min(max_seconds, by_size) * SAMPLE_RATE)
     total = 0
@@ -182,8 +231,10 @@ def _decode_into(data: bytes, chunks: list[np.ndarray], max_seconds: float, hold
                     keep(np.multiply(frame.to_ndarray()[0], as_is, dtype=np.float32))  # a new array
                 else:
                     keep_resampled(resampler.resample(frame))
+            yield None  # this packet's samples are ready
         if resampler is not None:
             keep_resampled(resampler.resample(None))  # the resampler holds back its filter's tail
+        yield None
 
 
 # Sample formats that 16 kHz mono audio (most speech uploads) comes in, and the scale swresample

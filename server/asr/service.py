@@ -25,11 +25,12 @@ from server.engine.deadlines import Terms
 from server.engine.torch_threads import one_torch_thread
 from server.errors import Timeout
 from server.family import Usage
-from server.asr.audio import SAMPLE_RATE, decode_audio
+from server.asr.audio import SAMPLE_RATE, AudioReader
 from server.asr.model import AsrItem, AsrResult, SenseVoice
 from server.asr.settings import AsrSettings
 from server.asr.upload_budget import UploadBudget
-from server.asr.vad import AUTO, SILENT_PEAK, Chunking, has_speech, split_on_pauses
+from server.asr.segmenter import StreamingSegmenter
+from server.asr.vad import AUTO, SILENT_PEAK, Chunking, has_speech
 from server.asr.words import QUERY_FRAMES, Word, align_words, token_times
 
 # Scripts written without spaces between words: their segments are joined without one.
@@ -100,17 +101,59 @@ class Transcript:
         return None if self.requested_language == "auto" else self.requested_language
 
 
-@dataclass(frozen=True)
 class QueuedTranscription:
-    """An upload whose segments are on the batcher: one future per segment, in the audio's order."""
+    """An upload's segments on the batcher, queued as the upload is read: one future per segment,
+    in the audio's order. ``duration`` is known once every segment is queued (``all_queued``)."""
 
-    duration: float
-    spans: list[tuple[int, int]]  # sample ranges of the segments
-    futures: list[asyncio.Future]
-    terms: Terms  # its deadline bounds the wait for each segment
+    def __init__(self, terms: Terms):
+        self.terms = terms  # its deadline bounds each wait
+        self.spans: list[tuple[int, int]] = []  # sample ranges of the segments
+        self.futures: list[asyncio.Future] = []
+        self.duration = 0.0
+        self.reading: asyncio.Task | None = None  # the task reading the rest of the upload
+        self._complete = False
+        self._error: BaseException | None = None
+        self._changed = asyncio.Event()
+
+    def add(self, spans: list[tuple[int, int]], futures: list[asyncio.Future]) -> None:
+        self.spans += spans
+        self.futures += futures
+        self._changed.set()
+
+    def finish(self, duration: float) -> None:
+        self.duration, self._complete = duration, True
+        self._changed.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error, self._complete = error, True
+        self._changed.set()
+
+    async def segment(self, index: int) -> tuple[tuple[int, int], asyncio.Future] | None:
+        """The ``index``-th segment once it is queued; None past the last. Raises what stopped the
+        reading (a limit passed mid-file, a refusal, the deadline)."""
+        while index >= len(self.futures) and not self._complete:
+            await self._wait_for_change()
+        if self._error is not None and index >= len(self.futures):
+            raise self._error
+        return (self.spans[index], self.futures[index]) if index < len(self.futures) else None
+
+    async def all_queued(self) -> None:
+        while not self._complete:
+            await self._wait_for_change()
+        if self._error is not None:
+            raise self._error
+
+    async def _wait_for_change(self) -> None:
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout=max(0.0, self.terms.deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise Timeout(f"The request did not complete within {self.terms.timeout:g} s.") from None
 
     def cancel(self) -> None:
-        """Drop the segments not computed yet (nobody will read them)."""
+        """Stop reading, and drop the segments not computed yet (nobody will read them)."""
+        if self.reading is not None:
+            self.reading.cancel()
         _discard(self.futures)
 
 
@@ -137,40 +180,100 @@ class TranscriptionService:
         """``posteriors``: read avg_logprob and no_speech_prob too (AsrItem.posteriors)."""
         queued = await self.queue(data, language=language, use_itn=use_itn, terms=terms, posteriors=posteriors,
                                   chunking=chunking)
-        results = await gather_results(queued.futures, terms, is_gone)
+        try:
+            await queued.all_queued()
+            results = await gather_results(queued.futures, terms, is_gone)
+        except BaseException:
+            queued.cancel()
+            raise
         return Transcript(queued.duration, [self.segment(span, r) for span, r in zip(queued.spans, results)],
                           language)
 
     async def queue(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
                     terms: Terms, posteriors: bool = False, chunking: Chunking = AUTO) -> QueuedTranscription:
-        """Decode the upload, find its speech and queue its segments; raises on bad input before
-        anything is computed, so a caller can still answer with an error status. ``chunking``: a
-        caller's own (OpenAI's server_vad) cuts even a short clip at its pauses; AUTO transcribes
-        a clip that fits one segment whole."""
-        # The door first (a refusal costs nothing); then a decode slot, and the decoded audio counts
-        # against the upload budget until its features are queued.
-        with self.batcher.admission(terms, self.uploads.wait_forecast(terms.priority)) as admission:
-            async with self.uploads.decoding(terms.priority, terms.deadline) as hold:
-                audio = await self.batcher.gate.run_preparation(decode_audio, data, max_seconds=self.max_seconds,
-                                                                hold=hold)
-                if chunking == AUTO and len(audio) <= self.max_segment_s * SAMPLE_RATE:
-                    spans, futures = await self._whole_clip(audio, language, use_itn, posteriors, admission)
-                else:
-                    spans = await self.batcher.gate.run_preparation(self._speech_segments, audio, chunking)
-                    futures = await self._submit(audio, spans, language, use_itn, posteriors, admission)
-        return QueuedTranscription(len(audio) / SAMPLE_RATE, spans, futures, terms)
+        """Start reading the upload: returns once it has begun to decode, its segments then queued
+        as the voice detection closes each while the rest is still read. What can be found wrong
+        before then (not audio, a refusal at the door, no decode slot) is raised here, so the
+        caller can still answer with an error status; what is found later (a limit passed
+        mid-file) stops the reading, and is raised to whoever waits for the segments.
+        ``chunking``: a caller's own (OpenAI's server_vad) cuts even a short clip at its pauses;
+        AUTO transcribes a clip that fits one segment whole."""
+        queued = QueuedTranscription(terms)
+        started = asyncio.get_running_loop().create_future()
+        queued.reading = asyncio.create_task(
+            self._read(data, queued, started, language, use_itn, posteriors, chunking), name="read-upload")
+        try:
+            await started
+        except BaseException:
+            queued.cancel()
+            raise
+        return queued
+
+    async def _read(self, data: bytes, queued: QueuedTranscription, started: asyncio.Future, language: str,
+                    use_itn: bool, posteriors: bool, chunking: Chunking) -> None:
+        terms, gate = queued.terms, self.batcher.gate
+        try:
+            # The door first (a refusal costs nothing); then a decode slot, and the decoded audio counts
+            # against the upload budget until the reading is done.
+            with self.batcher.admission(terms, self.uploads.wait_forecast(terms.priority)) as admission:
+                async with self.uploads.decoding(terms.priority, terms.deadline) as hold:
+                    reader = AudioReader(data, max_seconds=self.max_seconds, hold=hold)
+                    try:
+                        first = await gate.run_preparation(reader.read, int(self.max_segment_s * SAMPLE_RATE) + 1)
+                        if reader.done and chunking == AUTO and len(first) <= self.max_segment_s * SAMPLE_RATE:
+                            queued.add(*await self._whole_clip(first, language, use_itn, posteriors, admission))
+                            queued.finish(len(first) / SAMPLE_RATE)
+                            started.set_result(None)
+                            return
+                        started.set_result(None)
+                        await self._read_on(reader, first, queued, admission, chunking, language, use_itn, posteriors)
+                    finally:
+                        reader.close()
+        except asyncio.CancelledError:
+            if not started.done():
+                started.cancel()
+            raise
+        except BaseException as err:  # delivered, not raised: the task's outcome is the upload's
+            if started.done():
+                queued.fail(err)
+            else:
+                started.set_exception(err)
+
+    async def _read_on(self, reader: AudioReader, first: np.ndarray, queued: QueuedTranscription,
+                       admission: Admission, chunking: Chunking, language: str, use_itn: bool,
+                       posteriors: bool) -> None:
+        """Scan the audio for speech a step at a time, each step a preparation turn (forward passes
+        run between them), queueing each segment as soon as it is final."""
+        segmenter = StreamingSegmenter(max_segment_s=self.max_segment_s, sample_rate=SAMPLE_RATE, chunking=chunking)
+        try:
+            unscanned, finished = first, False
+            while not finished:
+                if time.monotonic() > queued.terms.deadline:
+                    raise Timeout(f"The request did not complete within {queued.terms.timeout:g} s.")
+                spans, finished, unscanned = await self.batcher.gate.run_preparation(
+                    _scan_step, reader, segmenter, unscanned)
+                if spans:
+                    queued.add(spans, await self._submit(segmenter.audio, spans, language, use_itn, posteriors,
+                                                         admission))
+            queued.finish(len(segmenter.audio) / SAMPLE_RATE)
+        finally:
+            segmenter.close()
 
     async def segments_in_order(self, queued: QueuedTranscription) -> AsyncGenerator[TranscriptSegment, None]:
         """Each segment as soon as it and every one before it are computed. Leaving early (the
-        client went away, an item failed, the request timed out) cancels the futures still pending,
-        so the batcher drops their queued items. Use it under ``contextlib.aclosing``."""
+        client went away, an item failed, the request timed out) stops the reading and cancels
+        the futures still pending, so the batcher drops their queued items. Use it under
+        ``contextlib.aclosing``."""
         terms = queued.terms
         try:
-            for span, future in zip(queued.spans, queued.futures):
+            index = 0
+            while (found := await queued.segment(index)) is not None:
+                span, future = found
                 done, _ = await asyncio.wait({future}, timeout=max(0.0, terms.deadline - time.monotonic()))
                 if not done:
                     raise Timeout(f"The request did not complete within {terms.timeout:g} s.")
                 yield self.segment(span, future.result())
+                index += 1
         finally:
             queued.cancel()
 
@@ -224,10 +327,27 @@ class TranscriptionService:
             return [self.model.with_features(AsrItem(audio[start:end], language, use_itn, posteriors=posteriors))
                     for start, end in spans]
 
-    def _speech_segments(self, audio: np.ndarray, chunking: Chunking) -> list[tuple[int, int]]:
-        """Sample ranges of the speech, cut at pauses into segments no longer than the limit."""
-        speech = split_on_pauses(audio, max_segment_s=self.max_segment_s, sample_rate=SAMPLE_RATE, chunking=chunking)
-        return [(round(s.start * SAMPLE_RATE), round(s.end * SAMPLE_RATE)) for s in speech]
+
+
+# Audio decoded and scanned for speech per preparation turn once the upload is being read on: the
+# first segments are queued after a few seconds' scan, and a turn's work stays short (about 50 ms on
+# one core at 100 times real time), so forward passes run between turns.
+SCAN_STEP_SECONDS = 5.0
+
+
+def _scan_step(reader: AudioReader, segmenter: StreamingSegmenter,
+               unscanned: np.ndarray) -> tuple[list[tuple[int, int]], bool, np.ndarray]:
+    """Scan the next few seconds (of what was read already, else read them): the segments that
+    became final, whether the upload is done, and what is left read but unscanned."""
+    step = int(SCAN_STEP_SECONDS * SAMPLE_RATE)
+    if unscanned.size:
+        piece, unscanned = unscanned[:step], unscanned[step:]
+    else:
+        piece = reader.read(step)
+    spans = segmenter.feed(piece) if piece.size else []
+    if not unscanned.size and reader.done:
+        return spans + segmenter.finish(), True, unscanned
+    return spans, False, unscanned
 
 
 def _discard(futures: list) -> None:

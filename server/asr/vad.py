@@ -82,12 +82,12 @@ def split_on_pauses(audio: np.ndarray, *, max_segment_s: float = 30.0, sample_ra
     regions = []
     # A tiny network on 32 ms chunks: intra-op threads cost more than they give (90x real time on
     # 1 thread, 40-100x on 2, worse the busier the CPU).
-    with _borrowed_model() as model, one_torch_thread():
+    with borrowed_model() as model, one_torch_thread():
         # Digital silence holds no speech, and the VAD would cost ~0.7 s per minute of it to say so:
         # it only runs over the stretches that are not silent.
         for start, end in _audible_stretches(samples, sample_rate):
             # get_speech_timestamps resets the model's state first: a borrowed model carries nothing over.
-            found = _silero_module().get_speech_timestamps(
+            found = silero_module().get_speech_timestamps(
                 samples[start:end], model, sampling_rate=sample_rate, threshold=chunking.threshold,
                 min_silence_duration_ms=chunking.min_silence_ms)
             regions += [{"start": r["start"] + start, "end": r["end"] + start} for r in found]
@@ -107,14 +107,14 @@ def has_speech(audio: np.ndarray, *, sample_rate: int = 16000) -> bool:
     then 128, 256, ...: a bounded share of the work) whether a settled region exists yet. Only
     audio without speech is read to its end."""
     samples = _mono_tensor(audio, sample_rate)
-    with _borrowed_model() as model, one_torch_thread():
+    with borrowed_model() as model, one_torch_thread():
         return any(_windows_to_find_speech(samples[start:end], model, sample_rate) is not None
                    for start, end in _audible_stretches(samples, sample_rate))
 
 
 def _windows_to_find_speech(samples: torch.Tensor, model, sample_rate: int) -> int | None:
     """How many VAD windows it took to be sure ``samples`` hold speech, or None if they hold none."""
-    silero = _silero_module()
+    silero = silero_module()
     window = 512 if sample_rate == 16000 else 256  # as get_speech_timestamps
     settled = _settled_length(sample_rate, window)
     model.reset_states()
@@ -144,7 +144,7 @@ def _settled_length(sample_rate: int, window: int) -> int:
     """Samples after which an open speech region (as reported, its start padded earlier) is sure to
     be kept: silero's minimum speech, plus the minimum silence that closes a region, the start's
     padding and one window of rounding (silero's defaults, which split_on_pauses uses too)."""
-    defaults = inspect.signature(_silero_module().get_speech_timestamps_from_probs).parameters
+    defaults = inspect.signature(silero_module().get_speech_timestamps_from_probs).parameters
     ms = (defaults["min_speech_duration_ms"].default + defaults["min_silence_duration_ms"].default
           + defaults["speech_pad_ms"].default)
     return int(sample_rate * ms / 1000) + window
@@ -182,6 +182,15 @@ def _audible_stretches(samples: torch.Tensor, sample_rate: int) -> list[tuple[in
 def plan_segments(regions: list[tuple[int, int]], audio: np.ndarray, *, max_len: int,
                   sample_rate: int, chunking: Chunking = AUTO) -> list[tuple[int, int]]:
     """Speech regions (sample indices, sorted, disjoint) -> segments: cut, merged, then padded."""
+    merged = merge_regions(regions, audio, max_len=max_len, sample_rate=sample_rate, chunking=chunking)
+    return pad_segments(merged, len(audio), max_len=max_len, sample_rate=sample_rate, chunking=chunking)
+
+
+def merge_regions(regions: list[tuple[int, int]], audio: np.ndarray, *, max_len: int, sample_rate: int,
+                  chunking: Chunking = AUTO) -> list[tuple[int, int]]:
+    """Speech longer than the limit cut at its quietest points, then neighbours closer than the
+    merge gap joined while they fit the limit. Left to right: a segment depends only on the
+    regions up to its own and on where the next one starts."""
     if max_len < sample_rate * 0.1:
         raise ValueError("max_segment_s must be at least 0.1 s")
     pieces: list[tuple[int, int]] = []
@@ -192,20 +201,24 @@ def plan_segments(regions: list[tuple[int, int]], audio: np.ndarray, *, max_len:
             start = cut
         pieces.append((start, end))
 
-    merged: list[list[int]] = []
+    merged: list[tuple[int, int]] = []
     for start, end in pieces:
         if merged and start - merged[-1][1] <= chunking.merge_gap_s * sample_rate and end - merged[-1][0] <= max_len:
-            merged[-1][1] = end
+            merged[-1] = (merged[-1][0], end)
         else:
-            merged.append([start, end])
+            merged.append((start, end))
+    return merged
 
-    # Pad into the silence on each side, at most half of each gap (neighbours never overlap; pieces
-    # of one cut-up stretch touch) and never past the length limit.
+
+def pad_segments(merged: list[tuple[int, int]], audio_length: int, *, max_len: int, sample_rate: int,
+                 chunking: Chunking = AUTO) -> list[tuple[int, int]]:
+    """Each segment reaches into the silence on each side, at most half of each gap (neighbours
+    never overlap; pieces of one cut-up stretch touch) and never past the length limit."""
     pad_before, pad_after = int(chunking.pad_before_s * sample_rate), int(chunking.pad_after_s * sample_rate)
     out = []
     for i, (start, end) in enumerate(merged):
         before = start - merged[i - 1][1] if i > 0 else 2 * start
-        after = merged[i + 1][0] - end if i + 1 < len(merged) else 2 * (len(audio) - end)
+        after = merged[i + 1][0] - end if i + 1 < len(merged) else 2 * (audio_length - end)
         grow_start = min(pad_before, before // 2, max_len - (end - start))
         grow_end = min(pad_after, after // 2, max_len - (end - start) - grow_start)
         out.append((start - grow_start, end + grow_end))
@@ -225,7 +238,7 @@ def _quietest_cut(audio: np.ndarray, start: int, max_len: int, sample_rate: int)
     return lo + int(np.argmin(energy)) * frame + frame // 2  # first minimum: deterministic
 
 
-def _silero_module():
+def silero_module():
     """Import silero_vad once. Its import runs ``torch.set_num_threads(1)``, which would make the
     whole server's CPU inference single-threaded; put the thread count back."""
     global _silero
@@ -240,12 +253,12 @@ def _silero_module():
 
 
 @contextmanager
-def _borrowed_model():
+def borrowed_model():
     """A model no other call is using: an idle one from the pool, or a new one if all are busy."""
     with _lock:
         model = _idle_models.pop() if _idle_models else None
     if model is None:
-        model = _silero_module().load_silero_vad(onnx=False)
+        model = silero_module().load_silero_vad(onnx=False)
     try:
         yield model
     finally:

@@ -180,6 +180,10 @@ class Batcher(Generic[P, R]):
         """Queue ``(payload, cost)`` items of one request, all or none, as one flow of the fair
         queue on ``terms``; returns one future per item. ``reserved``: the cost it was let in at
         the door with (``admission``)."""
+        return [item.future for item in self._push(items, terms, reserved).items]
+
+    def _push(self, items: Sequence[tuple[P, int]], terms: Terms, reserved: float,
+              beside: Flow | None = None) -> Flow:
         if self._closing:
             raise ShuttingDown("The server is shutting down; retry on another replica.")
         if len(items) > self.max_queue:
@@ -194,13 +198,13 @@ class Batcher(Generic[P, R]):
         self._typical_cost[terms.priority] = 0.8 * typical + 0.2 * sum(costs) if typical else sum(costs)
         loop = asyncio.get_running_loop()
         flow = self._queue.push([(payload, cost, loop.create_future()) for (payload, _), cost in zip(items, costs)],
-                                terms.priority, terms.tenant, terms.deadline)
+                                terms.priority, terms.tenant, terms.deadline, beside)
         flow.predicted_s, flow.margin = verdict.predicted_s, self._forecast.margin
         for item in flow.items:
             item.future.add_done_callback(lambda fut, it=item: self._forget_if_cancelled(it))
         self.stats.submitted += len(items)
         self._wakeup.set()
-        return [item.future for item in flow.items]
+        return flow
 
     def pause(self) -> None:
         """Hold new batches (the one computing finishes). For tests and maintenance; work still queues."""
@@ -529,11 +533,16 @@ class Admission:
         self.terms = terms
         self._batcher = batcher
         self._reservation = reservation
+        self._first: Flow | None = None
 
     def submit(self, items: Sequence[tuple[Any, int]]) -> list[asyncio.Future]:
-        """Queue the request's items on its terms (``Batcher.submit``), in place of its reservation."""
+        """Queue the request's items on its terms (``Batcher.submit``), in place of its reservation.
+        A request may submit more than once (an upload, segments as it is read): each later part
+        shares the first part's place in the fair order."""
         self._batcher._release(self._reservation)
-        return self._batcher.submit(items, self.terms, reserved=self._reservation.queued_cost)
+        flow = self._batcher._push(items, self.terms, self._reservation.queued_cost, beside=self._first)
+        self._first = self._first or flow
+        return [item.future for item in flow.items]
 
 
 async def gather_results(

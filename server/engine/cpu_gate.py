@@ -101,9 +101,19 @@ class CpuGate:
             self._wake_all()
 
     async def run_preparation(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)`` in the thread pool, in a preparation turn."""
+        """``fn(*args, **kwargs)`` in the thread pool, in a preparation turn. A caller cancelled
+        meanwhile is cancelled once the thread is done: a thread cannot be stopped, and what it
+        uses (a decoder, a model borrowed from a pool, a share of a budget) must not be let go
+        under it, nor the turn given to a pass while it still computes."""
         async with self.preparation():
-            return await run_in_threadpool(fn, *args, **kwargs)
+            work = asyncio.ensure_future(run_in_threadpool(fn, *args, **kwargs))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait({work})
+                if not work.cancelled():
+                    work.exception()  # seen: the caller is gone, nobody will read it
+                raise
 
     def _pass_may_start(self) -> bool:
         waited_through_a_pass = any(arrived < self._passes_done for arrived in self._prep_waiting)

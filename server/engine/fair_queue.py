@@ -119,9 +119,13 @@ class FairQueue:
         return list(self._flows)
 
     def push(self, items: list[tuple[Any, int, Any]], priority: str = "normal", tenant: str | None = None,
-             deadline: float = math.inf) -> Flow:
-        """Queue one request's ``(payload, cost, future)`` items as a new flow of ``tenant``'s."""
-        if tenant is None or not self.fair:
+             deadline: float = math.inf, beside: Flow | None = None) -> Flow:
+        """Queue one request's ``(payload, cost, future)`` items as a new flow of ``tenant``'s.
+        ``beside``: an earlier flow of the same request (an upload queues its segments as it
+        reads them); without a tenant the two share one, so the request still gets one share."""
+        if tenant is None and beside is not None and self.fair:
+            owner = beside.tenant
+        elif tenant is None or not self.fair:
             owner = Tenant(tenant or "none")
         else:
             owner = self._tenants.setdefault(tenant, Tenant(tenant))

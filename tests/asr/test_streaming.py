@@ -145,12 +145,11 @@ def test_a_client_that_leaves_mid_stream_drops_its_queued_segments(server):
             with client.stream("POST", "/v1/audio/transcriptions", files={"file": ("a.flac", SPEECH)},
                                data={"model": MODEL, "stream": "true"}) as response:
                 assert next(events(response.iter_lines()))["type"] == "transcript.text.delta"
-        # The connection is closed with the second segment in its pass and the third queued.
+        # The connection is closed after the first segment: what is queued is dropped, and the
+        # rest of the upload is not read on.
         assert wait_for(lambda: stats.dropped > dropped), "the queued segment was not dropped"
-    assert wait_for(lambda: stats.computed >= computed + 2)  # the first, and the one in its pass
     time.sleep(0.5)
-    assert seen["passes"] == 2  # the third segment never reached the model
-    assert stats.dropped == dropped + 1
+    assert seen["passes"] <= 2 and stats.computed - computed <= 2  # never the third segment
 
 
 def test_a_client_that_leaves_before_the_first_delta_drops_its_queued_segments(server):
@@ -162,7 +161,8 @@ def test_a_client_that_leaves_before_the_first_delta_drops_its_queued_segments(s
                                data={"model": MODEL, "stream": "true"}) as response:
                 assert response.status_code == 200  # headers only: the first segment's pass is held
                 assert wait_for(lambda: seen["passes"] == 1)
-        assert wait_for(lambda: stats.dropped == dropped + 2), "the queued segments were not dropped"
+        # What was queued is dropped; the rest of the upload is not read on.
+        assert wait_for(lambda: stats.dropped > dropped), "the queued segments were not dropped"
     time.sleep(0.5)
     assert seen["passes"] == 1
 

@@ -18,7 +18,7 @@ from conftest import in_new_thread
 from server.asr.audio import SAMPLE_RATE, decode_audio
 from server.asr.vad import (
     Segment,
-    _borrowed_model,
+    borrowed_model,
     _mono_tensor,
     _windows_to_find_speech,
     has_speech,
@@ -168,7 +168,7 @@ def test_has_speech_agrees_with_split_on_pauses(clip):
 def test_has_speech_decides_from_the_start_of_speech(clip):
     audio, meta = clip
     first_start, _ = meta["speech"][0]
-    with _borrowed_model() as model:
+    with borrowed_model() as model:
         windows = _windows_to_find_speech(_mono_tensor(audio, SAMPLE_RATE), model, SAMPLE_RATE)
     all_windows = -(-len(audio) // 512)
     assert windows is not None and windows < all_windows / 2
