@@ -246,12 +246,13 @@ class TranscriptionService:
         run between them), queueing each segment as soon as it is final."""
         segmenter = StreamingSegmenter(max_segment_s=self.max_segment_s, sample_rate=SAMPLE_RATE, chunking=chunking)
         try:
-            unscanned, finished = first, False
+            unscanned, finished, seconds = first, False, FIRST_SCAN_SECONDS
             while not finished:
                 if time.monotonic() > queued.terms.deadline:
                     raise Timeout(f"The request did not complete within {queued.terms.timeout:g} s.")
                 spans, finished, unscanned = await self.batcher.gate.run_preparation(
-                    _scan_step, reader, segmenter, unscanned)
+                    _scan_step, reader, segmenter, unscanned, seconds)
+                seconds = min(2 * seconds, LAST_SCAN_SECONDS)
                 if spans:
                     queued.add(spans, await self._submit(segmenter.audio, spans, language, use_itn, posteriors,
                                                          admission))
@@ -329,17 +330,19 @@ class TranscriptionService:
 
 
 
-# Audio decoded and scanned for speech per preparation turn once the upload is being read on: the
-# first segments are queued after a few seconds' scan, and a turn's work stays short (about 50 ms on
-# one core at 100 times real time), so forward passes run between turns.
-SCAN_STEP_SECONDS = 5.0
+# Audio decoded and scanned for speech per preparation turn once the upload is read on: the first
+# turn's few seconds put the first segments on the batcher early; each turn after scans twice the
+# last, up to a minute, so that the segments go to the model in groups (a pass over one short
+# segment costs more per segment than a pass over several) and the whole answer takes no longer
+# than reading everything first would. Turns stay short (a minute's scan is ~0.6 s on one core).
+FIRST_SCAN_SECONDS, LAST_SCAN_SECONDS = 5.0, 60.0
 
 
-def _scan_step(reader: AudioReader, segmenter: StreamingSegmenter,
-               unscanned: np.ndarray) -> tuple[list[tuple[int, int]], bool, np.ndarray]:
-    """Scan the next few seconds (of what was read already, else read them): the segments that
+def _scan_step(reader: AudioReader, segmenter: StreamingSegmenter, unscanned: np.ndarray,
+               seconds: float) -> tuple[list[tuple[int, int]], bool, np.ndarray]:
+    """Scan the next ``seconds`` (of what was read already, else read them): the segments that
     became final, whether the upload is done, and what is left read but unscanned."""
-    step = int(SCAN_STEP_SECONDS * SAMPLE_RATE)
+    step = int(seconds * SAMPLE_RATE)
     if unscanned.size:
         piece, unscanned = unscanned[:step], unscanned[step:]
     else:
