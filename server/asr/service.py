@@ -13,6 +13,8 @@ audio at its pauses, queue one batcher item per segment, and put the transcript 
 from __future__ import annotations
 
 import asyncio
+import math
+import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
@@ -32,6 +34,14 @@ from server.asr.upload_budget import UploadBudget
 from server.asr.segmenter import StreamingSegmenter
 from server.asr.vad import AUTO, SILENT_PEAK, Chunking, has_speech
 from server.asr.words import QUERY_FRAMES, Word, align_words, token_times
+
+# Audio decoded and scanned for speech per preparation turn once the upload is read on. A stream
+# scans a few seconds a turn until its first segments are on the batcher (the first is final once
+# the speech after it has begun), then a minute a turn, so that the rest go to the model in groups
+# (a pass over one short segment costs more per segment than a pass over several: growing the
+# turns 5, 20, 60 s cost the stream's end up to a fifth more than going straight to a minute).
+# Turns stay short (a minute's scan is ~0.6 s on one core), so passes of other requests run between.
+FIRST_SCAN_SECONDS, LAST_SCAN_SECONDS = 5.0, 60.0
 
 # Scripts written without spaces between words: their segments are joined without one.
 _NO_SPACE_LANGUAGES = {"zh", "yue", "ja"}
@@ -178,8 +188,13 @@ class TranscriptionService:
                          terms: Terms, posteriors: bool = False, chunking: Chunking = AUTO,
                          is_gone: Callable[[], Awaitable[bool]] | None = None) -> Transcript:
         """``posteriors``: read avg_logprob and no_speech_prob too (AsrItem.posteriors)."""
+        # Nobody reads this answer before it is whole. On a CPU, where scanning and passes take turns
+        # (server.engine.cpu_gate), the whole upload is scanned in one turn and its segments queued
+        # together, for the fewest and fullest passes; on a GPU a minute a turn, so that passes
+        # run while the rest is scanned.
+        whole_file = self.batcher.gate.enabled
         queued = await self.queue(data, language=language, use_itn=use_itn, terms=terms, posteriors=posteriors,
-                                  chunking=chunking)
+                                  chunking=chunking, first_scan_s=math.inf if whole_file else LAST_SCAN_SECONDS)
         try:
             await queued.all_queued()
             results = await gather_results(queued.futures, terms, is_gone)
@@ -189,19 +204,22 @@ class TranscriptionService:
         return Transcript(queued.duration, [self.segment(span, r) for span, r in zip(queued.spans, results)],
                           language)
 
-    async def queue(self, data: bytes, *, language: str = "auto", use_itn: bool = True,
-                    terms: Terms, posteriors: bool = False, chunking: Chunking = AUTO) -> QueuedTranscription:
+    async def queue(self, data: bytes, *, language: str = "auto", use_itn: bool = True, terms: Terms,
+                    posteriors: bool = False, chunking: Chunking = AUTO,
+                    first_scan_s: float = FIRST_SCAN_SECONDS) -> QueuedTranscription:
         """Start reading the upload: returns once it has begun to decode, its segments then queued
         as the voice detection closes each while the rest is still read. What can be found wrong
         before then (not audio, a refusal at the door, no decode slot) is raised here, so the
         caller can still answer with an error status; what is found later (a limit passed
         mid-file) stops the reading, and is raised to whoever waits for the segments.
         ``chunking``: a caller's own (OpenAI's server_vad) cuts even a short clip at its pauses;
-        AUTO transcribes a clip that fits one segment whole."""
+        AUTO transcribes a clip that fits one segment whole. ``first_scan_s``: the audio scanned per
+        turn until the first segments are queued (a minute per turn after; inf: all of it at once)."""
         queued = QueuedTranscription(terms)
         started = asyncio.get_running_loop().create_future()
         queued.reading = asyncio.create_task(
-            self._read(data, queued, started, language, use_itn, posteriors, chunking), name="read-upload")
+            self._read(data, queued, started, language, use_itn, posteriors, chunking, first_scan_s),
+            name="read-upload")
         try:
             await started
         except BaseException:
@@ -210,7 +228,7 @@ class TranscriptionService:
         return queued
 
     async def _read(self, data: bytes, queued: QueuedTranscription, started: asyncio.Future, language: str,
-                    use_itn: bool, posteriors: bool, chunking: Chunking) -> None:
+                    use_itn: bool, posteriors: bool, chunking: Chunking, first_scan_s: float) -> None:
         terms, gate = queued.terms, self.batcher.gate
         try:
             # The door first (a refusal costs nothing); then a decode slot, and the decoded audio counts
@@ -226,7 +244,8 @@ class TranscriptionService:
                             started.set_result(None)
                             return
                         started.set_result(None)
-                        await self._read_on(reader, first, queued, admission, chunking, language, use_itn, posteriors)
+                        await self._read_on(reader, first, queued, admission, chunking, language, use_itn, posteriors,
+                                            first_scan_s)
                     finally:
                         reader.close()
         except asyncio.CancelledError:
@@ -241,21 +260,25 @@ class TranscriptionService:
 
     async def _read_on(self, reader: AudioReader, first: np.ndarray, queued: QueuedTranscription,
                        admission: Admission, chunking: Chunking, language: str, use_itn: bool,
-                       posteriors: bool) -> None:
+                       posteriors: bool, first_scan_s: float) -> None:
         """Scan the audio for speech a step at a time, each step a preparation turn (forward passes
         run between them), queueing each segment as soon as it is final."""
         segmenter = StreamingSegmenter(max_segment_s=self.max_segment_s, sample_rate=SAMPLE_RATE, chunking=chunking)
         try:
-            unscanned, finished, seconds = first, False, FIRST_SCAN_SECONDS
+            unscanned, finished, seconds = first, False, first_scan_s
             while not finished:
                 if time.monotonic() > queued.terms.deadline:
                     raise Timeout(f"The request did not complete within {queued.terms.timeout:g} s.")
                 spans, finished, unscanned = await self.batcher.gate.run_preparation(
                     _scan_step, reader, segmenter, unscanned, seconds)
-                seconds = min(2 * seconds, LAST_SCAN_SECONDS)
+                if spans:  # the first segments are out: the rest in groups
+                    seconds = LAST_SCAN_SECONDS
                 if spans:
                     queued.add(spans, await self._submit(segmenter.audio, spans, language, use_itn, posteriors,
                                                          admission))
+                    # Let the batcher ask for its pass before the next scan asks for its turn: the
+                    # segments just queued go to the model first.
+                    await asyncio.sleep(0)
             queued.finish(len(segmenter.audio) / SAMPLE_RATE)
         finally:
             segmenter.close()
@@ -330,23 +353,14 @@ class TranscriptionService:
 
 
 
-# Audio decoded and scanned for speech per preparation turn once the upload is read on: the first
-# turn's few seconds put the first segments on the batcher early; each turn after scans twice the
-# last, up to a minute, so that the segments go to the model in groups (a pass over one short
-# segment costs more per segment than a pass over several) and the whole answer takes no longer
-# than reading everything first would. Turns stay short (a minute's scan is ~0.6 s on one core).
-FIRST_SCAN_SECONDS, LAST_SCAN_SECONDS = 5.0, 60.0
-
-
 def _scan_step(reader: AudioReader, segmenter: StreamingSegmenter, unscanned: np.ndarray,
                seconds: float) -> tuple[list[tuple[int, int]], bool, np.ndarray]:
-    """Scan the next ``seconds`` (of what was read already, else read them): the segments that
-    became final, whether the upload is done, and what is left read but unscanned."""
-    step = int(seconds * SAMPLE_RATE)
-    if unscanned.size:
-        piece, unscanned = unscanned[:step], unscanned[step:]
-    else:
-        piece = reader.read(step)
+    """Scan the next ``seconds`` (what was read already, then read on): the segments that became
+    final, whether the upload is done, and what is left read but unscanned."""
+    step = int(seconds * SAMPLE_RATE) if math.isfinite(seconds) else sys.maxsize
+    if unscanned.size < step and not reader.done:
+        unscanned = np.concatenate([unscanned, reader.read(step - unscanned.size)])
+    piece, unscanned = unscanned[:step], unscanned[step:]
     spans = segmenter.feed(piece) if piece.size else []
     if not unscanned.size and reader.done:
         return spans + segmenter.finish(), True, unscanned

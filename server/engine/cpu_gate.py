@@ -110,7 +110,11 @@ class CpuGate:
             try:
                 return await asyncio.shield(work)
             except asyncio.CancelledError:
-                await asyncio.wait({work})
+                while not work.done():  # a second cancel (callers often cancel twice) waits all the same
+                    try:
+                        await asyncio.wait({work})
+                    except asyncio.CancelledError:
+                        pass
                 if not work.cancelled():
                     work.exception()  # seen: the caller is gone, nobody will read it
                 raise

@@ -26,6 +26,8 @@ SPEECH = decode_audio((Path(__file__).parents[1] / "data" / "speech_pauses.flac"
 LONG = np.clip(np.concatenate([SPEECH] * 3) + np.random.default_rng(3).normal(0, 0.002, 3 * len(SPEECH)),
                -1, 1).astype(np.float32)
 LONG_WAV = encode(LONG[None, :], SR, "wav_s16")
+# 103 s: long enough that its reading goes on after the first segments are queued.
+LONGER_WAV = encode(np.concatenate([LONG] * 3 + [SPEECH])[None, :], SR, "wav_s16")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def test_the_first_text_comes_before_the_decoding_ends(server, monkeypatch):
             times.setdefault("first_delta", time.monotonic())
 
     monkeypatch.setattr(AudioReader, "read", slow_read)
-    events = deltas_and_done(server, LONG_WAV, on_event)
+    events = deltas_and_done(server, LONGER_WAV, on_event)
     assert events[-1]["type"] == "transcript.text.done"
     assert times["first_delta"] < times["decoded"]
 

@@ -180,6 +180,32 @@ def test_run_preparation_runs_off_the_event_loop_in_its_turn():
     asyncio.run(go())
 
 
+
+def test_a_cancelled_preparation_ends_only_after_its_thread_even_if_cancelled_twice():
+    """What the thread uses (a decoder, a borrowed VAD model) is let go by the caller once it is
+    cancelled: so the cancellation waits for the thread, however often it is repeated."""
+    async def go():
+        gate = CpuGate()
+        started, finished = threading.Event(), threading.Event()
+
+        def work():
+            started.set()
+            threading.Event().wait(0.3)
+            finished.set()
+
+        task = asyncio.create_task(gate.run_preparation(work))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert finished.is_set()
+        assert gate.preparing == 0
+
+    asyncio.run(go())
+
 def test_the_batch_is_chosen_when_the_pass_gets_its_turn():
     """Items whose preparation finished while the pass waited for it ride in that pass, and the
     model never computes while preparation holds the gate."""
