@@ -74,7 +74,7 @@ class StreamingSegmenter:
         self._stretch: _Stretch | None = None
         self._regions: list[tuple[int, int]] = []  # padded, absolute: the closed stretches' and the final ones
         self._emitted = 0
-        self._model: Any = None  # silero's, borrowed from the pool while a stretch is read
+        self._model: Any = None  # silero's: borrowed from the pool at the first stretch, given back by close()
         self._lease = ExitStack()
 
     @property
