@@ -138,6 +138,10 @@ class Timeout(ApiError):
 _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict"}
 
 
+# pydantic's errors for a value outside a fixed set of choices (a Literal, an Enum).
+_CHOICE_ERRORS = frozenset({"literal_error", "enum"})
+
+
 def _from_validation(errors: Sequence[Any]) -> InvalidRequest:
     if not errors:
         return InvalidRequest("Invalid request.")
@@ -152,8 +156,13 @@ def _from_validation(errors: Sequence[Any]) -> InvalidRequest:
     if param and sum(1 for e in errors if e.get("loc", ())[1:2] == first.get("loc", ())[1:2]) > 1:
         message = f"'{param}' does not have an accepted type or value."
     else:
-        message = f"'{param}': {first.get('msg', 'invalid value')}." if param else first.get("msg", "Invalid request.")
+        message = f"'{param}': {first.get('msg', 'invalid value')}" if param else first.get("msg", "Invalid request")
+        given = first.get("input")
+        if first.get("type") in _CHOICE_ERRORS and isinstance(given, (str, int, float)):
+            message += f", not {repr(given)[:64]}"  # the value sent: a client's typo is then plain to see
+        message += "."
     return InvalidRequest(message, param=param, code="invalid_value")
+
 
 
 def _not_json(request: Request, errors: Sequence[Any]) -> InvalidRequest | None:

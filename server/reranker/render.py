@@ -31,9 +31,9 @@ def cohere_meta(ranking: Ranking) -> RerankMeta:
                       tokens=RerankTokens(input_tokens=ranking.usage.input_tokens))
 
 
-def siliconflow_body(ranking: Ranking) -> dict:
+def siliconflow_body(ranking: Ranking, model: str) -> dict:
     tokens = ranking.usage.input_tokens
     return RerankResponse(
-        id=uuid.uuid4().hex, results=results(ranking), tokens=RerankTokens(input_tokens=tokens),
+        id=uuid.uuid4().hex, model=model, results=results(ranking), tokens=RerankTokens(input_tokens=tokens),
         usage=RerankUsage(total_tokens=tokens, prompt_tokens=tokens), meta=cohere_meta(ranking),
     ).model_dump(exclude_none=True)

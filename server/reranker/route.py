@@ -23,4 +23,4 @@ async def rerank(body: RerankRequest, request: Request) -> Response:
     """Rank documents by relevance to the query; long documents are scored by their best window."""
     service = services(request).lookup(FAMILY, body.model)
     ranking = await service.rerank(body, request_terms(request, body.priority), is_gone=request.is_disconnected)
-    return await answer(request, FAMILY, ranking.usage, siliconflow_body(ranking))
+    return await answer(request, FAMILY, ranking.usage, siliconflow_body(ranking, body.model))

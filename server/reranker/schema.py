@@ -78,6 +78,7 @@ class RerankMeta(BaseModel):
 
 class RerankResponse(BaseModel):
     id: str
+    model: str = Field(description="The model named in the request (as Jina, vLLM and Infinity answer).")
     results: list[RerankResult]
     tokens: RerankTokens
     usage: RerankUsage

@@ -176,6 +176,14 @@ def test_bad_input_is_a_400_in_openai_shape(embed_server, body, param):
     assert error["type"] == "invalid_request_error" and error["param"] == param and error["message"]
 
 
+def test_a_value_outside_the_choices_is_named_in_the_400(embed_server):
+    with embed_server.client() as client:
+        response = client.post("/v1/embeddings", json={"model": "bge-m3", "input": "x", "encoding_format": "float16"})
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert "'float'" in message and "'base64'" in message and message.endswith("not 'float16'.")
+
+
 def test_missing_model_field_is_a_400(embed_server):
     with embed_server.client() as client:
         response = client.post("/v1/embeddings", json={"input": "x"})

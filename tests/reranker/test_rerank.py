@@ -216,8 +216,10 @@ def test_the_seed_curl_example_as_written(server):
             "Authorization": "Bearer sk-test", "Content-Type": "application/json"})
     assert response.status_code == 200
     got = response.json()
-    # SiliconFlow's keys, with Jina's `usage` and Cohere's `meta` beside them (tests/reranker/test_rerank_dialects.py).
-    assert set(got) == {"id", "results", "tokens", "usage", "meta"} and isinstance(got["id"], str)
+    # SiliconFlow's keys, with Jina's `usage` and `model` and Cohere's `meta` beside them
+    # (tests/reranker/test_rerank_dialects.py).
+    assert set(got) == {"id", "model", "results", "tokens", "usage", "meta"} and isinstance(got["id"], str)
+    assert got["model"] == "BAAI/bge-reranker-v2-m3"
     assert set(got["tokens"]) == {"input_tokens", "output_tokens"}
     assert sorted(r["index"] for r in got["results"]) == [0, 1, 2, 3]
     for r in got["results"]:
@@ -227,6 +229,10 @@ def test_the_seed_curl_example_as_written(server):
 def test_both_model_names_and_unknown_model(server):
     short = rerank(server, {"model": "bge-reranker-v2-m3", "query": "q", "documents": ["d"]})
     assert short["results"][0]["index"] == 0
+    # The answer names the model as the request did (Jina, vLLM and Infinity answer with it).
+    assert short["model"] == "bge-reranker-v2-m3"
+    assert rerank(server, {"model": "BAAI/bge-reranker-v2-m3", "query": "q", "documents": ["d"]})["model"] == \
+        "BAAI/bge-reranker-v2-m3"
     unknown = rerank(server, {"model": "rerank-english-v3.0", "query": "q", "documents": ["d"]}, status=404)
     assert unknown["error"]["code"] == "model_not_found"
 
