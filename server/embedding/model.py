@@ -87,6 +87,10 @@ class BgeM3:
     def wrap_ids(self, ids: list[int]) -> list[int]:
         return self.tokenizer.build_inputs_with_special_tokens(ids)
 
+    def is_wrapped(self, ids: list[int]) -> bool:
+        """Whether token ids already carry the <s> ... </s> that ``wrap_ids`` adds (as /tokenize's do)."""
+        return len(ids) >= 2 and ids[0] == self.tokenizer.cls_token_id and ids[-1] == self.tokenizer.sep_token_id
+
     @property
     def vocab_size(self) -> int:
         return len(self.tokenizer)

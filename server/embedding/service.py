@@ -47,7 +47,9 @@ class EmbeddingService:
                                                        self.max_tokens * self.model.max_piece_chars)
 
     async def create(self, req: EmbeddingRequest, terms: Terms,
-                     is_gone: Callable[[], Awaitable[bool]] | None = None) -> Embedded:
+                     is_gone: Callable[[], Awaitable[bool]] | None = None, ids_as_given: bool = False) -> Embedded:
+        """Token ids are embedded as given when they carry <s> ... </s> already (as /tokenize gives
+        them), else wrapped in them, as a text is; ``ids_as_given`` (TEI's /embed): always as given."""
         if req.dimensions is not None and req.dimensions != self.model.dim:
             raise InvalidRequest(
                 f"dimensions={req.dimensions} is not supported: bge-m3 vectors have {self.model.dim} dimensions.",
@@ -55,7 +57,7 @@ class EmbeddingService:
             )
         inputs = self._as_list(req.input)
         with self.batcher.admission(terms) as admission:
-            token_ids = await self.batcher.gate.run_preparation(self._tokenize, inputs, req.truncate)
+            token_ids = await self.batcher.gate.run_preparation(self._tokenize, inputs, req.truncate, ids_as_given)
             token_ids = [self._fit(ids, i, req.truncate) for i, ids in enumerate(token_ids)]
             items = [(EmbedItem(ids, sparse=req.return_sparse, colbert=req.return_colbert, normalize=req.normalize),
                       len(ids)) for ids in token_ids]
@@ -101,7 +103,7 @@ class EmbeddingService:
             code="context_length_exceeded",
         )
 
-    def _tokenize(self, inputs: list[str | list[int]], truncate: bool) -> list[list[int]]:
+    def _tokenize(self, inputs: list[str | list[int]], truncate: bool, ids_as_given: bool = False) -> list[list[int]]:
         texts = [(i, self._bounded(v, i, truncate)) for i, v in enumerate(inputs) if isinstance(v, str)]
         out: list = list(inputs)
         if texts:
@@ -113,7 +115,7 @@ class EmbeddingService:
                 bad = next((t for t in value if t >= vocab), None)
                 if bad is not None:
                     raise InvalidRequest(f"input[{i}] has token id {bad}; the vocabulary has {vocab}.", param="input")
-                out[i] = self.model.wrap_ids(value)
+                out[i] = value if ids_as_given or self.model.is_wrapped(value) else self.model.wrap_ids(value)
         return out
 
     def _fit(self, ids: list[int], index: int, truncate: bool) -> list[int]:
@@ -126,5 +128,6 @@ class EmbeddingService:
                 param="input",
                 code="context_length_exceeded",
             )
-        # Same as the tokenizer's own truncation of one sequence: keep <s> and the head, end with </s>.
-        return ids[: self.max_tokens - 1] + ids[-1:]
+        # Same as the tokenizer's own truncation of one sequence: keep <s> and the head, end with </s>;
+        # ids given without them (TEI's /embed) keep their head.
+        return ids[: self.max_tokens - 1] + ids[-1:] if self.model.is_wrapped(ids) else ids[: self.max_tokens]

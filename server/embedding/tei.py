@@ -71,7 +71,9 @@ def to_service(body: TeiEmbedRequest, sparse: bool) -> EmbeddingRequest:
 async def _embed(body: TeiEmbedRequest, request: Request, sparse: bool) -> Response:
     service = services(request).lookup(FAMILY, SPEC.served_name)
     req = to_service(body, sparse)
-    embedded = await service.create(req, request_terms(request, req.priority), is_gone=request.is_disconnected)
+    # TEI embeds token ids exactly as given.
+    embedded = await service.create(req, request_terms(request, req.priority), is_gone=request.is_disconnected,
+                                    ids_as_given=True)
     if sparse:
         vectors: list = [[{"index": token_id, "value": weight} for token_id, weight in sorted((r.sparse or {}).items())]
                          for r in embedded.results]

@@ -33,6 +33,18 @@ def test_openai_embeddings_offline(server):
     assert close(query, vectors(server, [QUERY])[0])
 
 
+def test_openai_embeddings_sending_the_model_s_own_token_ids(server, bge_m3_dir):
+    """With tiktoken_enabled=False LangChain tokenizes with the model's own tokenizer
+    (``tokenizer.encode(text, add_special_tokens=False)``) and sends the ids: bare ids, which
+    /v1/embeddings wraps in <s> ... </s> as it does a text, so the vectors are the texts'."""
+    langchain_openai = client_module("langchain_openai")
+    client = langchain_openai.OpenAIEmbeddings(model="bge-m3", base_url=f"{server.url}/v1", api_key=KEY,
+                                               tiktoken_enabled=False, tiktoken_model_name=str(bge_m3_dir),
+                                               max_retries=0)
+    docs = client.embed_documents(TEXTS)
+    assert all(close(d, w) for d, w in zip(docs, vectors(server, TEXTS)))
+
+
 def test_jina_rerank_with_null_top_n(server, monkeypatch):
     jina_rerank = client_module("langchain_community.document_compressors.jina_rerank")
     from langchain_core.documents import Document

@@ -73,11 +73,25 @@ def test_embed_sparse_is_the_lexical_weights_by_token_id(server, bge_m3_dir):
         assert all(abs(v["value"] - float(ref[str(v["index"])])) <= 1e-5 for v in values)
 
 
-def test_token_ids_as_inputs(server):
-    ids = post(server, "/tokenize", {"inputs": "hello world", "add_special_tokens": False}).json()[0]
-    vector = post(server, "/embed", {"inputs": [t["id"] for t in ids]}).json()
-    want, _ = openai_vectors(server, ["hello world"])
-    assert np.abs(np.array(vector, dtype=np.float32) - want).max() <= 1e-6
+def test_token_ids_round_trip_from_tokenize_and_are_embedded_exactly_as_given(server):
+    """TEI's rule: /tokenize's ids (with <s> and </s>, its default) embed as their text does, on
+    /embed and on /v1/embeddings; /embed uses ids exactly as given, so ids without the special
+    tokens are a different input there, while /v1/embeddings wraps them as it wraps a text."""
+    with_specials = [t["id"] for t in post(server, "/tokenize", {"inputs": "hello world"}).json()[0]]
+    bare = [t["id"] for t in post(server, "/tokenize", {"inputs": "hello world", "add_special_tokens": False}).json()[0]]
+    assert len(with_specials) == len(bare) + 2
+    want, text_answer = openai_vectors(server, ["hello world"])
+
+    def close(vector) -> bool:
+        return np.abs(np.array(vector, dtype=np.float32) - want).max() <= 1e-6
+
+    tei = post(server, "/embed", {"inputs": with_specials})
+    assert close(tei.json()) and tei.headers["x-compute-tokens"] == str(len(with_specials))
+    tei_bare = post(server, "/embed", {"inputs": bare})
+    assert not close(tei_bare.json()) and tei_bare.headers["x-compute-tokens"] == str(len(bare))
+    for ids in (with_specials, bare):
+        vectors, answer = openai_vectors(server, [ids])
+        assert close(vectors) and answer["usage"]["prompt_tokens"] == text_answer["usage"]["prompt_tokens"]
 
 
 def test_truncate_cuts_over_long_inputs_and_without_it_they_are_refused(server):
