@@ -25,6 +25,14 @@ class EmbeddingRequest(NullMeansDefault):
         "float", description="float: JSON numbers; base64: little-endian float32 bytes, base64-encoded."
     )
     dimensions: StrictInt | None = Field(None, description="Accepted only when equal to the model's (1024).")
+    # --- vLLM's ---
+    embed_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="vLLM's: the type of each number: base64 bytes in it (float16 halves them); "
+        "float numbers rounded to it."
+    )
+    endianness: Literal["native", "little", "big"] = Field(
+        "native", description="vLLM's: the byte order of base64 numbers (native: this server's, little)."
+    )
     user: str | None = Field(None, description="Accepted and ignored.")
     # --- extensions (send with the openai SDK through extra_body) ---
     truncate: StrictBool = Field(

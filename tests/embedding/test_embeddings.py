@@ -306,3 +306,26 @@ def test_api_keys_are_required_on_v1_routes_when_configured(bge_m3_dir):
         assert response.status_code == 401
         assert response.json()["error"]["type"] == "authentication_error"
     assert ok.status_code == 200 and health.status_code == 200
+
+
+def test_vllm_s_embed_dtype_and_endianness_are_honoured(embed_server):
+    """vLLM's fields change how the numbers are written; they are honoured, never ignored: base64
+    in float16 is half the bytes, in bfloat16 the top half of each float32, big-endian on request."""
+    with embed_server.client() as client:
+        def vector(**fields):
+            return embed(client, {"model": "bge-m3", "input": "hello", **fields})["data"][0]["embedding"]
+
+        exact = np.array(vector(), dtype=np.float32)
+        assert np.array_equal(np.frombuffer(base64.b64decode(vector(encoding_format="base64")), "<f4"), exact)
+        big = np.frombuffer(base64.b64decode(vector(encoding_format="base64", endianness="big")), ">f4")
+        assert np.array_equal(big, exact)
+        half_bytes = base64.b64decode(vector(encoding_format="base64", embed_dtype="float16"))
+        assert len(half_bytes) == 2 * exact.size
+        assert np.array_equal(np.frombuffer(half_bytes, "<f2"), exact.astype(np.float16))
+        bf16 = np.frombuffer(base64.b64decode(vector(encoding_format="base64", embed_dtype="bfloat16")), "<u2")
+        widened = (bf16.astype(np.uint32) << 16).view(np.float32)
+        assert np.abs(widened - exact).max() <= np.abs(exact).max() * 2 ** -8
+        assert np.array_equal(np.array(vector(embed_dtype="float16"), dtype=np.float32),
+                              exact.astype(np.float16).astype(np.float32))
+        bad = client.post("/v1/embeddings", json={"model": "bge-m3", "input": "x", "embed_dtype": "fp8_e4m3"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "embed_dtype"
