@@ -156,7 +156,8 @@ def _from_validation(errors: Sequence[Any]) -> InvalidRequest:
     if param and sum(1 for e in errors if e.get("loc", ())[1:2] == first.get("loc", ())[1:2]) > 1:
         message = f"'{param}' does not have an accepted type or value."
     else:
-        message = f"'{param}': {first.get('msg', 'invalid value')}" if param else first.get("msg", "Invalid request")
+        reason = str(first.get("msg", "invalid value")).removeprefix("Value error, ")  # a validator's own words
+        message = f"'{param}': {reason}" if param else reason
         given = first.get("input")
         if first.get("type") in _CHOICE_ERRORS and isinstance(given, (str, int, float)):
             message += f", not {repr(given)[:64]}"  # the value sent: a client's typo is then plain to see

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from server.api.nulls import NullMeansDefault
 from server.api.schema import PRIORITY_DESCRIPTION, Text
@@ -33,6 +33,18 @@ class EmbeddingRequest(NullMeansDefault):
     endianness: Literal["native", "little", "big"] = Field(
         "native", description="vLLM's: the byte order of base64 numbers (native: this server's, little)."
     )
+    use_activation: StrictBool | None = Field(
+        None, description="vLLM's name for normalize on an embedding model: false returns the vector before "
+        "L2 normalization."
+    )
+
+    @model_validator(mode="after")
+    def _use_activation_is_normalize(self) -> EmbeddingRequest:
+        if self.use_activation is not None:
+            if "normalize" in self.model_fields_set and self.normalize != self.use_activation:
+                raise ValueError("use_activation and normalize say different things; send one of them")
+            self.normalize = self.use_activation
+        return self
     user: str | None = Field(None, description="Accepted and ignored.")
     # --- extensions (send with the openai SDK through extra_body) ---
     truncate: StrictBool = Field(

@@ -4,7 +4,7 @@ so each of those clients finds the figures it reads."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from server.api.nulls import NullMeansDefault
 from server.api.schema import PRIORITY_DESCRIPTION, Text
@@ -38,7 +38,18 @@ class RerankRequest(NullMeansDefault):
     raw_scores: StrictBool = Field(
         False, description="Extension (TEI's): relevance_score is the best window's logit, not its sigmoid."
     )
+    use_activation: StrictBool | None = Field(
+        None, description="vLLM's: false is raw_scores (the logit, without the sigmoid)."
+    )
     priority: Priority = Field("normal", description=PRIORITY_DESCRIPTION)
+
+    @model_validator(mode="after")
+    def _use_activation_is_not_raw_scores(self) -> RerankRequest:
+        if self.use_activation is not None:
+            if "raw_scores" in self.model_fields_set and self.raw_scores == self.use_activation:
+                raise ValueError("use_activation and raw_scores say different things; send one of them")
+            self.raw_scores = not self.use_activation
+        return self
 
 
 class RerankDocument(BaseModel):

@@ -329,3 +329,15 @@ def test_vllm_s_embed_dtype_and_endianness_are_honoured(embed_server):
                               exact.astype(np.float16).astype(np.float32))
         bad = client.post("/v1/embeddings", json={"model": "bge-m3", "input": "x", "embed_dtype": "fp8_e4m3"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "embed_dtype"
+
+
+def test_vllm_s_use_activation_is_normalize(embed_server):
+    with embed_server.client() as client:
+        def vector(**fields):
+            return embed(client, {"model": "bge-m3", "input": "hello", **fields})["data"][0]["embedding"]
+
+        assert vector(use_activation=False) == vector(normalize=False) != vector()
+        assert vector(use_activation=True) == vector()
+        clash = client.post("/v1/embeddings", json={"model": "bge-m3", "input": "x", "use_activation": False,
+                                                     "normalize": True})
+        assert clash.status_code == 400 and clash.json()["error"]["message"].startswith("use_activation and normalize")

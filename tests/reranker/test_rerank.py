@@ -297,3 +297,12 @@ def test_priority_is_accepted_and_changes_no_score(server):
     for p in ("interactive", "background"):  # equal up to float noise: batch mates may differ
         assert [r["index"] for r in scores[p]] == [r["index"] for r in scores["normal"]]
         assert all(abs(a["relevance_score"] - b["relevance_score"]) < 1e-6 for a, b in zip(scores[p], scores["normal"]))
+
+
+def test_vllm_s_use_activation_false_is_raw_scores(server):
+    body = {"model": "bge-reranker-v2-m3", "query": "q", "documents": ["a", "b c"]}
+    raw = rerank(server, {**body, "raw_scores": True})["results"]
+    assert rerank(server, {**body, "use_activation": False})["results"] == raw
+    assert rerank(server, {**body, "use_activation": True})["results"] == rerank(server, body)["results"] != raw
+    clash = rerank(server, {**body, "use_activation": False, "raw_scores": False}, status=400)
+    assert clash["error"]["message"].startswith("use_activation and raw_scores")
