@@ -33,6 +33,10 @@ class EmbeddingRequest(NullMeansDefault):
     endianness: Literal["native", "little", "big"] = Field(
         "native", description="vLLM's: the byte order of base64 numbers (native: this server's, little)."
     )
+    truncate_prompt_tokens: StrictInt | None = Field(
+        None, description="vLLM's: keep only the last k tokens of each input (<s> and </s> counted); -1: as many as "
+        "the model takes (8192)."
+    )
     use_activation: StrictBool | None = Field(
         None, description="vLLM's name for normalize on an embedding model: false returns the vector before "
         "L2 normalization."

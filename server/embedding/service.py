@@ -56,8 +56,12 @@ class EmbeddingService:
                 param="dimensions",
             )
         inputs = self._as_list(req.input)
+        keep_last = self._keep_last(req.truncate_prompt_tokens)
         with self.batcher.admission(terms) as admission:
-            token_ids = await self.batcher.gate.run_preparation(self._tokenize, inputs, req.truncate, ids_as_given)
+            token_ids = await self.batcher.gate.run_preparation(
+                self._tokenize, inputs, req.truncate, ids_as_given, keep_last is not None)
+            if keep_last is not None:
+                token_ids = [self._last_tokens(ids, keep_last) for ids in token_ids]
             token_ids = [self._fit(ids, i, req.truncate) for i, ids in enumerate(token_ids)]
             items = [(EmbedItem(ids, sparse=req.return_sparse, colbert=req.return_colbert, normalize=req.normalize),
                       len(ids)) for ids in token_ids]
@@ -86,10 +90,32 @@ class EmbeddingService:
                 raise InvalidRequest(f"input[{i}] is empty.", param="input")
         return inputs
 
-    def _bounded(self, text: str, index: int, truncate: bool) -> str:
+    def _keep_last(self, truncate_prompt_tokens: int | None) -> int | None:
+        """vLLM's truncate_prompt_tokens: the last k tokens, <s> and </s> counted (-1: the model's limit)."""
+        if truncate_prompt_tokens is None:
+            return None
+        keep = self.max_tokens if truncate_prompt_tokens == -1 else truncate_prompt_tokens
+        if not 2 <= keep <= self.max_tokens:
+            raise InvalidRequest(f"truncate_prompt_tokens must be -1 or from 2 (<s> and </s>) to {self.max_tokens}, "
+                                 f"not {truncate_prompt_tokens}.", param="truncate_prompt_tokens")
+        return keep
+
+    def _last_tokens(self, ids: list[int], keep: int) -> list[int]:
+        """The last ``keep`` tokens, as vLLM's left truncation keeps them: <s> and </s> stay, the
+        text's start goes."""
+        if len(ids) <= keep:
+            return ids
+        if self.model.is_wrapped(ids):
+            return ids[:1] + ids[len(ids) - keep + 1:-1] + ids[-1:]
+        return ids[-keep:]
+
+    def _bounded(self, text: str, index: int, truncate: bool, from_end: bool = False) -> str:
         """Refuse or cut, by characters, a text far over the token limit before tokenizing it:
-        tokenizing a 16 MB string would cost ~20 s and ~2 GB to learn it is too long."""
+        tokenizing a 16 MB string would cost ~20 s and ~2 GB to learn it is too long. ``from_end``:
+        only its last tokens will be kept, so its end is what is kept."""
         max_chars = self.max_tokens * self.model.max_piece_chars
+        if from_end and len(text) > max_chars:
+            return text[-max_chars:]
         sent = len(text)
         text = self.model.cut_chars(text, max_chars + 1)
         if len(text) <= max_chars:
@@ -103,8 +129,9 @@ class EmbeddingService:
             code="context_length_exceeded",
         )
 
-    def _tokenize(self, inputs: list[str | list[int]], truncate: bool, ids_as_given: bool = False) -> list[list[int]]:
-        texts = [(i, self._bounded(v, i, truncate)) for i, v in enumerate(inputs) if isinstance(v, str)]
+    def _tokenize(self, inputs: list[str | list[int]], truncate: bool, ids_as_given: bool = False,
+                  from_end: bool = False) -> list[list[int]]:
+        texts = [(i, self._bounded(v, i, truncate, from_end)) for i, v in enumerate(inputs) if isinstance(v, str)]
         out: list = list(inputs)
         if texts:
             for (i, _), ids in zip(texts, self.model.tokenize([t for _, t in texts])):

@@ -341,3 +341,19 @@ def test_vllm_s_use_activation_is_normalize(embed_server):
         clash = client.post("/v1/embeddings", json={"model": "bge-m3", "input": "x", "use_activation": False,
                                                      "normalize": True})
         assert clash.status_code == 400 and clash.json()["error"]["message"].startswith("use_activation and normalize")
+
+
+def test_vllm_s_truncate_prompt_tokens_keeps_the_last_tokens(embed_server):
+    """As vLLM's left truncation: the last k tokens, <s> and </s> counted and kept."""
+    text = "the quick brown fox jumps over the lazy dog again and again"
+    with embed_server.client() as client:
+        ids = [t["id"] for t in client.post("/tokenize", json={"inputs": text}).json()[0]]
+        assert len(ids) > 8
+        cut = embed(client, {"model": "bge-m3", "input": text, "truncate_prompt_tokens": 6})
+        assert cut["usage"]["prompt_tokens"] == 6
+        kept = ids[:1] + ids[-5:]  # <s>, the last four words' tokens and </s>
+        assert cut["data"][0]["embedding"] == embed(client, {"model": "bge-m3", "input": kept})["data"][0]["embedding"]
+        whole = embed(client, {"model": "bge-m3", "input": text})
+        assert embed(client, {"model": "bge-m3", "input": text, "truncate_prompt_tokens": -1})["data"] == whole["data"]
+        bad = client.post("/v1/embeddings", json={"model": "bge-m3", "input": text, "truncate_prompt_tokens": 1})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "truncate_prompt_tokens"
