@@ -95,11 +95,10 @@ def _flag(name: str) -> str:
 def settings_errors(err: ValidationError) -> str:
     """Each problem in the CLI's names (``--port`` / ``INFERENCE_PORT``), without the values given:
     pydantic's own text repeats the input, and with it any API key among the settings."""
-    lines = []
+    lines, fields = [], families.settings_class().model_fields
     for problem in err.errors(include_url=False, include_input=False, include_context=False):
         message = problem["msg"].removeprefix("Value error, ")
-        field = next((str(part) for part in problem["loc"] if str(part) in families.settings_class().model_fields),
-                     None)
+        field = next((str(part) for part in problem["loc"] if str(part) in fields), None)
         where = f"{_flag(field)} ({ENV_PREFIX}{field.upper()}): " if field else ""
         lines.append(f"  {where}{message}")
     return "\n".join(lines)

@@ -5,7 +5,8 @@ audio at its pauses, queue one batcher item per segment, and put the transcript 
 * No speech at all: an empty transcript (digital silence never reaches the model).
 * Audio up to ``max_segment_s`` long is one segment, the whole clip, exactly what funasr's own
   ``generate`` would see; the VAD only decides whether there is speech, alongside the forward pass.
-  Longer audio is split at the pauses the VAD finds.
+  Longer audio is read as a pipeline: decoded and scanned a few seconds a turn, each segment queued
+  as soon as the VAD has closed it (server.asr.segmenter), the same segments as the whole file's.
 * A whole answer waits for every segment (``transcribe``); a stream takes them one at a time, in
   order, as they are done (``queue``, then ``segments_in_order``).
 """
@@ -25,7 +26,6 @@ from server.config import Settings
 from server.engine.batching import Admission, Batcher, gather_results
 from server.engine.deadlines import Terms
 from server.engine.torch_threads import one_torch_thread
-from server.errors import Timeout
 from server.family import Usage
 from server.asr.audio import SAMPLE_RATE, AudioReader
 from server.asr.model import AsrItem, AsrResult, SenseVoice
@@ -159,7 +159,7 @@ class QueuedTranscription:
         try:
             await asyncio.wait_for(self._changed.wait(), timeout=max(0.0, self.terms.deadline - time.monotonic()))
         except asyncio.TimeoutError:
-            raise Timeout(f"The request did not complete within {self.terms.timeout:g} s.") from None
+            raise self.terms.missed() from None
 
     def cancel(self) -> None:
         """Stop reading, and drop the segments not computed yet (nobody will read them)."""
@@ -269,7 +269,7 @@ class TranscriptionService:
             unscanned, finished, seconds = first, False, first_scan_s
             while not finished:
                 if time.monotonic() > queued.terms.deadline:
-                    raise Timeout(f"The request did not complete within {queued.terms.timeout:g} s.")
+                    raise queued.terms.missed()
                 spans, finished, unscanned = await self.batcher.gate.run_preparation(
                     _scan_step, reader, segmenter, unscanned, seconds)
                 if spans:  # the first segments are out: the rest in groups
@@ -296,7 +296,7 @@ class TranscriptionService:
                 span, future = found
                 done, _ = await asyncio.wait({future}, timeout=max(0.0, terms.deadline - time.monotonic()))
                 if not done:
-                    raise Timeout(f"The request did not complete within {terms.timeout:g} s.")
+                    raise terms.missed()
                 yield self.segment(span, future.result())
                 index += 1
         finally:

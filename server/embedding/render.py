@@ -24,9 +24,9 @@ def encode_vector(vector: np.ndarray, encoding_format: str, embed_dtype: str = "
     if embed_dtype == "bfloat16":  # numpy has no bfloat16: torch rounds to it, its bits are the top half of float32's
         rounded = torch.from_numpy(vector).to(torch.bfloat16)
         bits, as_float = rounded.view(torch.int16).numpy().view(np.uint16), rounded.float().numpy()
-    else:
-        bits = vector.astype(np.float16 if embed_dtype == "float16" else np.float32)
-        as_float = bits.astype(np.float32)
+    else:  # float32, the default, is taken as it is: no copy on the common path
+        bits = vector.astype(np.float16 if embed_dtype == "float16" else np.float32, copy=False)
+        as_float = bits.astype(np.float32, copy=False)
     if encoding_format == "base64":
         order = ">" if endianness == "big" else "<"
         return base64.b64encode(bits.astype(bits.dtype.newbyteorder(order)).tobytes()).decode("ascii")

@@ -65,7 +65,6 @@ from server.errors import (
     Overloaded,
     PayloadTooLarge,
     ShuttingDown,
-    Timeout,
 )
 
 log = logging.getLogger(__name__)
@@ -161,7 +160,7 @@ class Batcher(Generic[P, R]):
         if len(self._queue) >= self.max_queue:
             self._refuse_queue_full(0)
         if terms.deadline <= time.monotonic():  # its body took all its time to arrive
-            raise Timeout(f"The request did not complete within {terms.timeout:g} s.")
+            raise terms.missed()
         typical = self._typical_cost.get(terms.priority, 0.0)
         self._admit(terms, typical, ready_in)
         reservation = Reservation(terms.priority, terms.deadline, typical)
@@ -558,7 +557,7 @@ async def gather_results(
         while pending:
             left = terms.deadline - time.monotonic()
             if left <= 0:
-                raise Timeout(f"The request did not complete within {terms.timeout:g} s.")
+                raise terms.missed()
             _, pending = await asyncio.wait(pending, timeout=min(poll_s, left))
             if pending and is_gone is not None and await is_gone():
                 raise ClientDisconnected("The client closed the connection.")

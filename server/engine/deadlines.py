@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from server.engine.fair_queue import Flow
+from server.errors import Timeout
 from server.engine.pass_times import BusyRate, ForwardTimeFit
 
 RANK = {"interactive": 0, "normal": 1, "background": 2}  # served in this order when time is short
@@ -65,6 +66,10 @@ class Terms:
                arrived: float | None = None) -> Terms:
         """``arrived``: when the request came in (``time.monotonic()``); default: now."""
         return cls(priority, (time.monotonic() if arrived is None else arrived) + timeout, tenant, timeout)
+
+    def missed(self) -> Timeout:
+        """The error for a request past its deadline (504)."""
+        return Timeout(f"The request did not complete within {self.timeout:g} s.")
 
 
 NO_DEADLINE = Terms()  # a normal request with no deadline and no tenant (tests, tools)
